@@ -1,0 +1,26 @@
+"""setup.py in nbdev 2's form: metadata comes from settings.ini."""
+from configparser import ConfigParser
+import setuptools
+
+cfg = ConfigParser(delimiters=['='])
+cfg.read('settings.ini')
+cfg = cfg['DEFAULT']
+
+setuptools.setup(
+    name=cfg['lib_name'],
+    version=cfg['version'],
+    description=cfg['description'],
+    author=cfg['author'],
+    author_email=cfg['author_email'],
+    license='Apache-2.0',
+    url=cfg['git_url'],
+    packages=setuptools.find_packages(include=['pat', 'pat.*']),
+    python_requires='>=' + cfg['min_python'],
+    install_requires=cfg['requirements'].split(),
+    extras_require={'dev': cfg['dev_requirements'].split()},
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    entry_points={'console_scripts': ['pat-bench=pat.bench:main'],
+                  'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+    zip_safe=False,
+)
