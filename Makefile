@@ -14,7 +14,7 @@ $(STAMP): requirements.txt settings.ini setup.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(BIN)/python -m ipykernel install --sys-prefix --name pat --display-name "Python (pat .venv)" >/dev/null
 	touch $(STAMP)
 
 ## The main job: the DVC pipeline on the active profile of params.yaml (default: embedded synthetic data)
