@@ -1,0 +1,109 @@
+"""The DVC pipeline end to end on the `ci` profile, resuming a killed run, and early failure on bad settings.
+
+These tests copy the repository's tracked files to a temporary folder and run `dvc` there, so the
+working tree is never touched. They take a few minutes on 2 CPU cores.
+"""
+import json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def sh(cmd, cwd, check=True, timeout=900):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    r = subprocess.run(cmd, cwd=cwd, shell=True, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"`{cmd}` failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory):
+    "A clean copy of the tracked files, as a fresh git repository, with the `ci` profile active."
+    dst = tmp_path_factory.mktemp("checkout") / "pat"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    for f in filter(None, files):
+        if (ROOT / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm copy", dst)
+    sh("python -m pat.pipeline use ci", dst)
+    return dst
+
+
+EXPECTED = ["results/tables/table5_1.md", "results/tables/table6_1.md", "results/tables/table6_2.md",
+            "results/tables/table6_3.md", "results/tables/table6_4.md", "results/tables/ablation.md",
+            "results/tables/table5_2.md", "results/figures/fig4_5.png", "results/figures/fig6_3.png",
+            "results/figures/fig6_3_training.png", "results/figures/predictions/synthetic.png",
+            "results/figures/data_synthetic_shares.png", "results/figures/data_synthetic_mask_sizes.png"]
+
+
+def test_repro_writes_every_table_and_figure(checkout):
+    sh("dvc repro", checkout, timeout=1800)
+    missing = [f for f in EXPECTED if not (checkout / f).exists()]
+    assert not missing, missing
+    t61 = (checkout / "results/tables/table6_1.md").read_text()
+    assert "not run" in t61 and "76.14" in t61          # thesis cells beside ours, real datasets marked "not run"
+
+
+def test_second_repro_does_nothing(checkout):
+    r = sh("dvc repro", checkout)
+    assert "Data and pipelines are up to date" in r.stdout + r.stderr
+    assert "up to date" in sh("dvc status", checkout).stdout
+
+
+def test_changing_one_loss_parameter_reruns_only_its_runs_and_tables(checkout):
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    for group in ("t61", "t62", "t63", "ablation"):
+        for run in params[group].values():
+            if run["loss"] == "ldam": run["loss_params"]["mu"] = 0.3
+    (checkout / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(sh("dvc status --json", checkout).stdout)
+    changed = set(status)
+    trains = {s for s in changed if s.startswith("train_")}
+    assert trains and all(s.endswith("-ldam") for s in trains), trains
+    assert {s.split("@")[1] for s in trains} == {k for g in ("t61", "t62") for k, r in params[g].items() if r["loss"] == "ldam"}
+    assert changed - trains == {"table6_1", "table6_2", "table6_4", "figures"}, changed - trains
+
+
+def _train_cmd(out, data_root, stats_root, stop=""):
+    return (f"python -c \"from pat.train import train_run; train_run(dict(dataset='synthetic', model='segnet', "
+            f"model_options={{'width': 0.125}}, loss='blv', loss_params={{'sigma': 0.5}}, iterations=12, batch_size=4, "
+            f"checkpoint_every=3, eval_batch_size=8), 0, '{out}', '{data_root}', '{stats_root}', progress=False)\"")
+
+
+def test_killed_run_resumes_to_the_same_metrics(checkout, tmp_path):
+    data, stats = checkout / "data/prepared", checkout / "data/stats"
+    if not (data / "synthetic/meta.json").exists(): sh("dvc repro prepare@synthetic stats@synthetic", checkout)
+    sh(_train_cmd(tmp_path / "straight", data, stats), checkout)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    out = tmp_path / "killed"
+    p = subprocess.Popen(_train_cmd(out, data, stats), cwd=checkout, shell=True, env=env, start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoint.pt").exists() and p.poll() is None and time.time() < deadline: time.sleep(0.05)
+    assert p.poll() is None, "the run finished before it could be killed"
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    assert not (out / "metrics.json").exists()
+    sh(_train_cmd(out, data, stats), checkout)
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "straight", out))
+    assert b["steps"] == 12
+    for k in ("miou", "pixel_acc", "dice_error", "iou", "confusion_matrix"):
+        assert a[k] == b[k], k
+
+
+@pytest.mark.parametrize("param, value, message", [
+    ("loss", "dice", "unknown loss 'dice' (parameter `loss`)"),
+    ("model", "resnet", "unknown model 'resnet' (parameter `model`)"),
+    ("loss_params", "{T: 0}", "T must be > 0"),
+    ("dataset", "nyuv2", "dataset 'nyuv2' (parameter `dataset`) is not prepared"),
+])
+def test_invalid_settings_fail_before_training(checkout, tmp_path, param, value, message):
+    out = tmp_path / "run"
+    r = sh(f"python -m pat.report nbs/experiments/train_run.ipynb {out}/train_run.ipynb -p {param} '{value}' "
+           f"-p out_dir {out} -p data_root data/prepared -p stats_root data/stats", checkout, check=False)
+    assert r.returncode != 0
+    assert message in r.stdout + r.stderr
+    assert not (out / "seed0" / "checkpoint.pt").exists() and not (out / "train_run.ipynb").exists()
