@@ -6,7 +6,7 @@
 __all__ = ['VGG16_STAGES', 'SMP_ARCHS', 'MODEL_NAMES', 'conv_bn_relu', 'n_params', 'scale_channels', 'SegNet', 'AttentionGate',
            'double_conv', 'AttentionUNet', 'smp_model', 'PadToMultiple', 'build_model']
 
-# %% ../nbs/01_models.ipynb #1c95e0c7
+# %% ../nbs/01_models.ipynb #17eccedb
 import inspect, math
 from functools import partial
 import torch
@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import segmentation_models_pytorch as smp
 
-# %% ../nbs/01_models.ipynb #f4a99228
+# %% ../nbs/01_models.ipynb #b6daeaf5
 def _check_int(name, v, lo):
     "Raise a `ValueError` naming `name` unless `v` is an int >= `lo`."
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -27,7 +27,7 @@ def _check_width(width):
         raise ValueError(f"`width` must be a positive number (1.0 = paper channels), got {width!r}")
     return float(width)
 
-# %% ../nbs/01_models.ipynb #a5fc921e
+# %% ../nbs/01_models.ipynb #96a0c2fb
 def conv_bn_relu(ci, co, bias=True):
     "3x3 convolution (padding 1), batch norm, ReLU."
     return nn.Sequential(nn.Conv2d(ci, co, 3, padding=1, bias=bias), nn.BatchNorm2d(co), nn.ReLU(inplace=True))
@@ -36,14 +36,14 @@ def n_params(m):
     "Number of trainable parameters of module `m`."
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
-# %% ../nbs/01_models.ipynb #d8e2472e
+# %% ../nbs/01_models.ipynb #0bd77f44
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
 def scale_channels(c, width):
     "Channel count `c` scaled by `width`, at least 1."
     return max(1, int(round(c * width)))
 
-# %% ../nbs/01_models.ipynb #328c9f00
+# %% ../nbs/01_models.ipynb #df483ab0
 class SegNet(nn.Module):
     "SegNet: VGG16-BN encoder, decoder upsampling with the encoder's max-pool indices."
     multiple = 32  # five 2x2 pools
@@ -74,7 +74,7 @@ class SegNet(nn.Module):
             x = stage(self.unpool(x, idx, output_size=size))
         return x
 
-# %% ../nbs/01_models.ipynb #f05abd7b
+# %% ../nbs/01_models.ipynb #f2069868
 class AttentionGate(nn.Module):
     "Additive attention gate (Oktay 2018): scales skip `x` by alpha = sigmoid(psi(relu(W_x x + W_g g)))."
     def __init__(self, x_channels, g_channels, inter_channels):
@@ -92,7 +92,7 @@ class AttentionGate(nn.Module):
         self.alpha = a.detach()
         return x * a
 
-# %% ../nbs/01_models.ipynb #f6a05382
+# %% ../nbs/01_models.ipynb #430b43d9
 def double_conv(ci, co):
     "Two 3x3 conv+BN+ReLU (the U-Net stage)."
     return nn.Sequential(conv_bn_relu(ci, co, bias=False), conv_bn_relu(co, co, bias=False))
@@ -128,7 +128,7 @@ class AttentionUNet(nn.Module):
         "Last attention coefficients of the gates, full-resolution skip first."
         return [gate.alpha for gate in self.gates]
 
-# %% ../nbs/01_models.ipynb #fcedc3ab
+# %% ../nbs/01_models.ipynb #8f1640fe
 SMP_ARCHS = dict(unet=smp.Unet, unetpp=smp.UnetPlusPlus, dlv3=smp.DeepLabV3, dlv3p=smp.DeepLabV3Plus)
 
 def _check_encoder(encoder, encoder_weights):
@@ -157,7 +157,7 @@ def smp_model(arch, num_classes, in_channels=3, encoder="resnet101", encoder_wei
             f"encoder={encoder!r}): {type(e).__name__}: {str(e)[:200]}. "
             "Pass encoder_weights=None to run without pretrained weights.") from e
 
-# %% ../nbs/01_models.ipynb #f906add9
+# %% ../nbs/01_models.ipynb #9e2fcac8
 def _multiple(net):
     "Factor that `H` and `W` must be divisible by for `net`."
     if hasattr(net, 'multiple'): return net.multiple
@@ -179,7 +179,7 @@ class PadToMultiple(nn.Module):
         x = F.pad(x, (left, pw - left, top, ph - top), mode=mode)
         return self.model(x)[..., top:top + h, left:left + w]
 
-# %% ../nbs/01_models.ipynb #e23bf19e
+# %% ../nbs/01_models.ipynb #100e726e
 MODEL_NAMES = ('segnet', 'unet', 'attunet', 'unetpp', 'dlv3', 'dlv3p')
 
 _BUILDERS = dict(segnet=SegNet, attunet=AttentionUNet, **{k: partial(smp_model, k) for k in SMP_ARCHS})
