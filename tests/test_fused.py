@@ -124,3 +124,18 @@ def test_no_import_of_losses_at_module_level():
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
             assert not any("losses" in n for n in names), names
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+@pytest.mark.parametrize("tdtype", [torch.int64, torch.int32, torch.uint8])
+def test_layouts_and_target_dtypes(layout, tdtype):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 12, 14, generator=g, dtype=torch.float64)
+    x = x.to(memory_format=torch.channels_last)[:, :, :6, :7] if layout == "channels_last" else x[:, :, ::2, ::2]
+    x.requires_grad_()
+    y = torch.randint(0, 5, (2, 6, 7), generator=g)
+    y[0, 0] = 255
+    lf, gf = value_and_grad(pat_loss_fused, x, y.to(tdtype))
+    lr, gr = value_and_grad(pat_loss_reference, x, y)
+    torch.testing.assert_close(lf, lr, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gf, gr, atol=1e-12, rtol=0)
