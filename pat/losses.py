@@ -224,12 +224,15 @@ def pat_loss_reference(logits, target, T: float = 20.0, eps: float = 0.0, normal
 class PATLoss(SegLoss):
     "PAT (thesis Eq. 4.43-4.44): $-\\frac1B\\sum_i\\sum_j \\beta_{ij} \\log p_{ij}[y] / S_i^{y}$, $\\beta = e^{(1-p_y-\\epsilon)/T}$."
     def __init__(self, T: float = 20.0, eps: float = 0.0, normalize: str = "mask", curve: str = "eq4.44",
-                 detach_weight: bool = False, **kwargs):
+                 detach_weight: bool = False, fused: bool = True, **kwargs):
         super().__init__(**kwargs)
         check_pat_options(T, eps, normalize, curve)
         self.T, self.eps, self.normalize, self.curve, self.detach_weight = float(T), float(eps), normalize, curve, detach_weight
+        self.fused = fused  # False: the autograd reference above; True: the same loss with the analytic backward (nbs/05_fused)
     def loss(self, logits, target):
-        return pat_loss_reference(logits, target, self.T, self.eps, self.normalize, self.curve, self.detach_weight, self.ignore_index)
+        from pat.fused import pat_loss_fused  # imported here: pat.fused is exported after this notebook
+        fn = pat_loss_fused if self.fused else pat_loss_reference
+        return fn(logits, target, self.T, self.eps, self.normalize, self.curve, self.detach_weight, self.ignore_index)
 
 # %% ../nbs/00_losses.ipynb #c66fb03f
 TABLE5_1_P = tuple(round(0.1 * k, 1) for k in range(1, 10))

@@ -94,3 +94,19 @@ def test_cuda_matches_cpu():
         cpu = build(name)(x, t).item()
         gpu = build(name).cuda()(x.cuda(), t.cuda()).item()
         assert gpu == pytest.approx(cpu, rel=1e-4), name
+
+
+@pytest.mark.parametrize("options", [dict(), dict(normalize="none", curve="table5.1", T=2.0),
+                                     dict(detach_weight=True, eps=0.1, T=5.0)])
+def test_pat_module_defaults_to_fused_and_matches_reference(options):
+    from pat.fused import PATFusedFunction
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 7, 9, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 5, (2, 7, 9), generator=g); t[0, :2] = 255
+    fused_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fused = get_loss("pat", **options)(fused_x, t)
+    ref = get_loss("pat", fused=False, **options)(ref_x, t)
+    assert isinstance(fused.grad_fn, PATFusedFunction._backward_cls)  # the default really is the fused path
+    fused.backward(); ref.backward()
+    assert torch.allclose(fused, ref, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(fused_x.grad, ref_x.grad, rtol=1e-9, atol=1e-12)
