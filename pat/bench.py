@@ -385,8 +385,15 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=4, help="batch size B of the dataset shapes (default 4)")
     p.add_argument("--device", action="append", choices=["cpu", "cuda"], help="device(s); default cpu and cuda if present")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch's default)")
+    p.add_argument("--params", help="params.yaml whose `bench:` section (quick, repeats, batch, threads) sets the defaults")
     p.add_argument("--memory-worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.params:  # the DVC stage: options from params.yaml, so the profile decides (ci: quick)
+        import yaml
+        section = (yaml.safe_load(Path(a.params).read_text()) or {}).get("bench") or {}
+        unknown = set(section) - {"quick", "repeats", "batch", "threads"}
+        if unknown: raise ValueError(f"{a.params}: unknown bench option(s) {sorted(unknown)}; expected quick, repeats, batch, threads")
+        for k, v in section.items(): setattr(a, k, v)
     if a.memory_worker:
         for row in memory_worker(json.loads(a.memory_worker)): print(json.dumps(row), flush=True)
         return

@@ -36,7 +36,7 @@ def checkout(tmp_path_factory):
 
 EXPECTED = ["results/tables/table5_1.md", "results/tables/table6_1.md", "results/tables/table6_2.md",
             "results/tables/table6_3.md", "results/tables/table6_4.md", "results/tables/ablation.md",
-            "results/tables/table5_2.md", "results/figures/fig4_5.png", "results/figures/fig6_3.png",
+            "results/bench/table5_2.md", "results/figures/fig4_5.png", "results/figures/fig6_3.png",
             "results/figures/fig6_3_training.png", "results/figures/predictions/synthetic.png",
             "results/figures/data_synthetic_shares.png", "results/figures/data_synthetic_mask_sizes.png"]
 
