@@ -1,0 +1,50 @@
+"pat.train beyond the notebook's inline tests: seeds in parallel processes, metrics of a real run."
+import os
+import numpy as np
+import pytest
+import torch
+from pat.data import prepare_synthetic, write_stats
+from pat.train import train_seeds, _train_seed, run_config
+
+TINY = dict(seed=0, size=[32, 32], splits={"train": 16, "val": 4, "test": 8})
+CFG = dict(dataset="synthetic", model="segnet", model_options={"width": 0.0625}, loss="pat", loss_params={"T": 5},
+           iterations=4, batch_size=4, checkpoint_every=2, eval_batch_size=8, n_predictions=2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    prepare_synthetic(TINY, root / "prepared" / "synthetic")
+    write_stats(root / "prepared" / "synthetic", root / "stats", root / "figures")
+    return root
+
+
+def test_parallel_seeds_equal_one_process_per_seed(data, tmp_path):
+    par = train_seeds(CFG, [0, 1], tmp_path / "par", data / "prepared", data / "stats", workers=2, progress=False)
+    cpus = len(os.sched_getaffinity(0))
+    threads = torch.get_num_threads()
+    try:  # the same jobs in this process, with the thread count each worker used
+        seq = dict(_train_seed((run_config(CFG), s, tmp_path / "seq" / f"seed{s}", data / "prepared", data / "stats",
+                                max(1, cpus // 2), False)) for s in (0, 1))
+    finally:
+        torch.set_num_threads(threads)
+    for s in (0, 1):
+        assert par[s]["confusion_matrix"] == seq[s]["confusion_matrix"], s
+        assert par[s]["miou"] == seq[s]["miou"]
+    assert par[0]["confusion_matrix"] != par[1]["confusion_matrix"]     # the seeds really differ
+    assert (tmp_path / "par" / "seed1" / "metrics.json").exists() and not (tmp_path / "par" / "seed1" / "checkpoint.pt").exists()
+
+
+def test_metrics_agree_with_the_confusion_matrix(data, tmp_path):
+    m = train_seeds(CFG, [0], tmp_path, data / "prepared", data / "stats", workers=1, progress=False)[0]
+    cm = np.array(m["confusion_matrix"])
+    assert cm.shape == (9, 9) and cm.sum() == 8 * 32 * 32              # every test pixel once (no ignore index)
+    assert m["pixel_acc"] == pytest.approx(100 * np.trace(cm) / cm.sum())
+    iou = np.diag(cm) / (cm.sum(0) + cm.sum(1) - np.diag(cm))
+    assert m["iou"] == pytest.approx((100 * iou).tolist(), nan_ok=True)
+    assert m["steps"] == 4
+
+
+def test_workers_must_be_positive(data, tmp_path):
+    with pytest.raises(ValueError, match="`workers` must be >= 1, got 0"):
+        train_seeds(CFG, [0], tmp_path, data / "prepared", data / "stats", workers=0)
