@@ -110,3 +110,19 @@ def test_invalid_settings_fail_before_training(checkout, tmp_path, param, value,
     assert r.returncode != 0
     assert message in r.stdout + r.stderr
     assert not (out / "seed0" / "checkpoint.pt").exists() and not (out / "train_run.ipynb").exists()
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml") if p.stem != "base"))
+def test_every_profile_gives_params_dvc_can_find(profile):
+    "Each run stage names its params as `group.key`; DVC splits that at dots, so the lookup must land on the entry."
+    from pat.pipeline import expand_profile, load_profile
+    params = expand_profile(load_profile(profile, ROOT / "profiles"))
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in stages.values():
+        if "foreach" not in stage: continue
+        group = stage["foreach"].strip("${}")
+        if group not in ("t61", "t62", "t63", "ablation"): continue
+        for key in params[group]:
+            node = params
+            for part in f"{group}.{key}".split("."): node = node[part]
+            assert node["seeds"], f"{profile}: {group}.{key} has no seeds"
