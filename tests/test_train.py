@@ -25,7 +25,7 @@ def test_parallel_seeds_equal_one_process_per_seed(data, tmp_path):
     threads = torch.get_num_threads()
     try:  # the same jobs in this process, with the thread count each worker used
         seq = dict(_train_seed((run_config(CFG), s, tmp_path / "seq" / f"seed{s}", data / "prepared", data / "stats",
-                                max(1, cpus // 2), False)) for s in (0, 1))
+                                max(1, cpus // 2), None)) for s in (0, 1))
     finally:
         torch.set_num_threads(threads)
     for s in (0, 1):
@@ -48,3 +48,15 @@ def test_metrics_agree_with_the_confusion_matrix(data, tmp_path):
 def test_workers_must_be_positive(data, tmp_path):
     with pytest.raises(ValueError, match="`workers` must be >= 1, got 0"):
         train_seeds(CFG, [0], tmp_path, data / "prepared", data / "stats", workers=0)
+
+
+def test_one_progress_bar_for_all_seeds(data, tmp_path, capfd):
+    "Workers draw no bars of their own (in a Jupyter kernel each update would become a log message); the parent's counts every step."
+    train_seeds(CFG, [0, 1], tmp_path, data / "prepared", data / "stats", workers=2, progress=True)
+    err = capfd.readouterr().err
+    assert "pat/segnet seeds 0,1" in err and "8/8" in err
+    assert "seed 0:" not in err and "seed 1:" not in err
+    steps = []      # on_step sees the start and every step
+    from pat.train import train_run
+    train_run(CFG, 2, tmp_path / "seed2", data / "prepared", data / "stats", progress=False, on_step=steps.append)
+    assert steps == [0, 1, 2, 3, 4]
