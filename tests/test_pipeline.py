@@ -121,7 +121,7 @@ def test_every_profile_gives_params_dvc_can_find(profile):
     for stage in stages.values():
         if "foreach" not in stage: continue
         group = stage["foreach"].strip("${}")
-        if group not in ("t61", "t62", "t63", "ablation"): continue
+        if not isinstance(params.get(group), dict): continue      # e.g. `data.enabled`, a list of datasets
         for key in params[group]:
             node = params
             for part in f"{group}.{key}".split("."): node = node[part]
