@@ -60,3 +60,19 @@ def test_one_progress_bar_for_all_seeds(data, tmp_path, capfd):
     from pat.train import train_run
     train_run(CFG, 2, tmp_path / "seed2", data / "prepared", data / "stats", progress=False, on_step=steps.append)
     assert steps == [0, 1, 2, 3, 4]
+
+
+def test_seed_workers_end_dvclive_one_at_a_time(monkeypatch):
+    "dvclive's end() removes a file every seed shares (exists, then remove): with the workers' lock held, it waits."
+    import threading, time
+    import pat.train as T
+    lock, ended = threading.Lock(), []
+    monkeypatch.setattr(T, "_LIVE_END_LOCK", lock)
+    class FakeLive:
+        def end(self): ended.append(time.monotonic())
+    with lock:
+        t = threading.Thread(target=T._end_live, args=(FakeLive(),)); t.start()
+        time.sleep(0.2)
+        assert ended == []                       # blocked while another seed ends
+    t.join(5)
+    assert len(ended) == 1
