@@ -15,13 +15,14 @@ __all__ = ['pixel_weights', 'pixel_terms', 'set_fused_compile', 'PATFusedFunctio
 # %% ../nbs/05_fused.ipynb #8b1168d3
 def pixel_weights(label: torch.Tensor, valid: torch.Tensor, num_classes: int, normalize: str, dtype) -> torch.Tensor:
     "$w$ per pixel: $1/(B\\,S_i[y])$ (`normalize='mask'`) or $1/\\max(1, N_{valid})$ (`'none'`), 0 where ignored."
+    from pat.losses import bin_counts                   # here: pat.fused does not import pat.losses when imported
     if normalize == "none": return valid.to(dtype).div_(valid.sum().clamp_min(1))
     B = label.shape[0]
     image = torch.arange(B, device=label.device).view(B, *([1] * (label.dim() - 1)))
     bins = (label + image * num_classes).masked_fill_(~valid, B * num_classes)    # ignored -> extra bin
-    sizes = torch.bincount(bins.flatten(), minlength=B * num_classes + 1).to(dtype)
+    sizes = bin_counts(bins, B * num_classes + 1).to(dtype)
     table = torch.where(sizes > 0, 1.0 / (B * sizes), 0.0)
-    table[-1] = 0.0
+    table[-1:].zero_()                                                        # the ignored pixels' bin (a view: no host scalar)
     return table.take(bins)                                                   # (faster than table[bins] on CPU)
 
 # %% ../nbs/05_fused.ipynb #c06e0792

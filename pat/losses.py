@@ -4,20 +4,31 @@
 
 # %% ../nbs/00_losses.ipynb #54dcea81
 from __future__ import annotations
-import math
+import math, numbers, os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['PAT_CURVES', 'PAT_NORMALIZE', 'TABLE5_1_P', 'LOSSES', 'COUNT_LOSSES', 'check_inputs', 'as_counts', 'SegLoss',
-           'CountLoss', 'CELoss', 'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss', 'CBFocalLoss',
-           'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight', 'mask_sizes', 'check_pat_options', 'pat_loss_reference',
-           'PATLoss', 'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss']
+__all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'BETA', 'PAT_CURVES', 'PAT_NORMALIZE', 'TABLE5_1_P', 'LOSSES', 'COUNT_LOSSES',
+           'set_debug', 'checks_values', 'check_inputs', 'check_number', 'check_choice', 'as_counts', 'SegLoss',
+           'bin_counts', 'CountLoss', 'CELoss', 'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss',
+           'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight', 'mask_sizes', 'check_pat_options',
+           'pat_loss_reference', 'PATLoss', 'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss']
 
 # %% ../nbs/00_losses.ipynb #240515cc
-def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255):
-    "Raise a clear error unless `logits` is float [B,C,H,W] and `target` is long [B,H,W] with labels in 0..C-1 or `ignore_index`."
+_DEBUG = {"checks": os.environ.get("PAT_DEBUG_CHECKS", "0") == "1"}
+
+def set_debug(enabled: bool = True):
+    "Check label values on every device, not only on CPU (a host-device sync on CUDA); default: env `PAT_DEBUG_CHECKS=1`."
+    _DEBUG["checks"] = bool(enabled)
+
+def checks_values(target: torch.Tensor) -> bool:
+    "Whether `check_inputs` reads the labels of `target`: on CPU always, on other devices in debug mode only."
+    return _DEBUG["checks"] or target.device.type == "cpu"
+
+def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    "`target` as int64, after a clear error unless `logits` is float [B,C,H,W] and `target` integer [B,H,W] with labels in 0..C-1 or `ignore_index`."
     if not torch.is_tensor(logits) or not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor [B,C,H,W], got {getattr(logits, 'dtype', type(logits))}")
     if not torch.is_tensor(target) or target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
@@ -25,11 +36,33 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int =
     if logits.dim() < 2 or tuple(target.shape) != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(f"shape mismatch: logits {tuple(logits.shape)} and target {tuple(target.shape)}; "
                          f"target must be logits' shape without the class dimension 1")
-    n_classes = logits.shape[1]
-    bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
-    if bad.any():
-        values = torch.unique(target[bad])[:10].tolist()
-        raise ValueError(f"target holds values {values} outside 0..{n_classes - 1} (and not ignore_index={ignore_index})")
+    target = target.long()                                       # a no-op for int64
+    if checks_values(target):
+        n_classes = logits.shape[1]
+        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+        if bad.any():
+            values = torch.unique(target[bad])[:10].tolist()
+            raise ValueError(f"target holds values {values} outside 0..{n_classes - 1} (and not ignore_index={ignore_index})")
+    return target
+
+# %% ../nbs/00_losses.ipynb #5e1b0c14
+POSITIVE, NON_NEGATIVE, FINITE = "a finite number > 0", "a finite number >= 0", "a finite number"
+
+def _bad_param(loss: str, name: str, expected: str, value) -> str:
+    return f"{loss} parameter `{name}` must be {expected}, got {value!r} ({type(value).__name__})"
+
+def check_number(loss: str, name: str, value, expected: str = FINITE, ok=lambda v: True) -> float:
+    "`value` as a float; TypeError unless a real number (not a bool), ValueError unless finite and `ok(value)`."
+    if isinstance(value, bool) or not isinstance(value, numbers.Real): raise TypeError(_bad_param(loss, name, expected, value))
+    if not (math.isfinite(value) and ok(value)): raise ValueError(_bad_param(loss, name, expected, value))
+    return float(value)
+
+def check_choice(loss: str, name: str, value, choices) -> str:
+    "`value` if it is one of the strings `choices`; TypeError if it is not a string, ValueError if another string."
+    expected = "one of " + ", ".join(map(repr, choices))
+    if not isinstance(value, str): raise TypeError(_bad_param(loss, name, expected, value))
+    if value not in choices: raise ValueError(_bad_param(loss, name, expected, value))
+    return value
 
 # %% ../nbs/00_losses.ipynb #022f5c88
 def as_counts(counts, name: str = "counts") -> torch.Tensor:
@@ -47,13 +80,17 @@ def _check_num_classes(buffer: torch.Tensor, logits: torch.Tensor, name: str):
 # %% ../nbs/00_losses.ipynb #367a0520
 class SegLoss(nn.Module):
     "Base class: `forward(logits [B,C,H,W], target [B,H,W]) -> scalar`; subclasses implement `loss`."
+    loss_name = "SegLoss"                                     # the loss's name in error messages
     def __init__(self, ignore_index: int = 255, validate: bool = True):
         super().__init__()
         self.ignore_index, self.validate = ignore_index, validate
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.validate: check_inputs(logits, target, self.ignore_index)
-        if logits.dtype in (torch.float16, torch.bfloat16): logits = logits.float()
+        target = check_inputs(logits, target, self.ignore_index) if self.validate else target.long()
+        if logits.dtype in (torch.float16, torch.bfloat16): logits = logits.float()   # the one upcast
+        device = logits.device.type
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False): return self.loss(logits, target)
         return self.loss(logits, target)
 
     def loss(self, logits, target): raise NotImplementedError
@@ -71,6 +108,14 @@ class SegLoss(nn.Module):
         return target.masked_fill(target == self.ignore_index, 0)
 
 # %% ../nbs/00_losses.ipynb #c88c29ef
+def bin_counts(bins: torch.Tensor, n: int, scatter: bool | None = None) -> torch.Tensor:
+    "How often each of 0..n-1 occurs in int64 `bins` (all in 0..n-1), int64 [n]: `bincount` on CPU, else (or `scatter=True`) a sync-free `scatter_add_`."
+    bins = bins.flatten()
+    if scatter is None: scatter = bins.device.type != "cpu"
+    if not scatter: return torch.bincount(bins, minlength=n)
+    ones = torch.ones((), dtype=torch.long, device=bins.device).expand(bins.shape)
+    return torch.zeros(n, dtype=torch.long, device=bins.device).scatter_add_(0, bins, ones)
+
 class CountLoss(SegLoss):
     "Base for losses that take training-set pixel counts per class (`counts`)."
     def __init__(self, counts=None, batch_counts: bool = False, ignore_index: int = 255, validate: bool = True):
@@ -79,16 +124,18 @@ class CountLoss(SegLoss):
         self.register_buffer("counts", as_counts(counts) if not batch_counts or counts is not None else torch.ones(2, dtype=torch.float64))
 
     def class_counts(self, logits, target) -> torch.Tensor:
-        "Counts per class (float64): the dataset's, or the batch's when `batch_counts`."
+        "Counts per class (float64): the dataset's, or the batch's valid pixels' when `batch_counts`."
+        C = logits.shape[1]
         if self.batch_counts:
-            valid = target[target != self.ignore_index]
-            return torch.bincount(valid.flatten(), minlength=logits.shape[1]).double().clamp_min(1.0)
+            bins = torch.where(target != self.ignore_index, target, C)          # ignored pixels -> extra bin C
+            return bin_counts(bins, C + 1)[:C].double().clamp_min(1.0)
         _check_num_classes(self.counts, logits, "counts")
         return self.counts
 
 # %% ../nbs/00_losses.ipynb #5b1aa67f
 class CELoss(SegLoss):
     "Cross-entropy $-\\log p_y$, mean over valid pixels."
+    loss_name = "CE"
     def loss(self, logits, target):
         return F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum") / (target != self.ignore_index).sum().clamp_min(1)
 
@@ -97,52 +144,59 @@ def focal_term(ce: torch.Tensor, gamma: float) -> torch.Tensor:
     "Per-pixel focal loss $(1-p)^\\gamma \\cdot \\mathrm{CE}$ from the per-pixel CE ($p = e^{-\\mathrm{CE}}$)."
     return (-torch.expm1(-ce)).clamp_min(1e-6).pow(gamma) * ce
 
-def _check_gamma(gamma):
-    if not gamma >= 0: raise ValueError(f"gamma must be >= 0, got {gamma}")
-    return float(gamma)
-
 class FocalLoss(SegLoss):
     "Focal loss $-(1-p_y)^\\gamma \\log p_y$, mean over valid pixels."
+    loss_name = "Focal"
     def __init__(self, gamma: float = 2.0, **kwargs):
         super().__init__(**kwargs)
-        self.gamma = _check_gamma(gamma)
+        self.gamma = check_number(self.loss_name, "gamma", gamma, NON_NEGATIVE, lambda g: g >= 0)
     def loss(self, logits, target):
         return self.mean_over_valid(focal_term(self.pixel_ce(logits, target), self.gamma), target)
 
 # %% ../nbs/00_losses.ipynb #06e1d791
+BETA = "None or a number in [0, 1)"
+
+def _check_beta(beta, loss: str = "CB"):
+    return None if beta is None else check_number(loss, "beta", beta, BETA, lambda b: 0 <= b < 1)
+
 def class_balanced_weights(counts: torch.Tensor, beta: float | None = None) -> torch.Tensor:
     "Cui et al.'s weights $(1-\\beta)/(1-\\beta^{n_c})$ scaled to sum to C; `beta=None` means $(N-1)/N$."
     n = counts.double()
-    if beta is None: beta = 1.0 - 1.0 / n.sum().item()
-    if not 0.0 <= beta < 1.0: raise ValueError(f"beta must be in [0, 1), got {beta}")
-    effective = -torch.expm1(n * math.log(beta)) / (1.0 - beta) if beta > 0 else torch.ones_like(n)
+    if beta is None:
+        beta = 1.0 - 1.0 / n.sum()                               # a 0-dim tensor: no .item() (a sync on CUDA)
+        effective = -torch.expm1(n * beta.log()) / (1.0 - beta)
+    else:
+        beta = _check_beta(beta)
+        effective = -torch.expm1(n * math.log(beta)) / (1.0 - beta) if beta > 0 else torch.ones_like(n)
     w = 1.0 / effective
     return w * (len(n) / w.sum())
 
 class CBLoss(CountLoss):
     "Class-balanced CE (Cui et al. 2019): $w_y \\cdot (-\\log p_y)$, mean over valid pixels."
+    loss_name = "CB"
     def __init__(self, counts=None, beta: float | None = None, **kwargs):
         super().__init__(counts, **kwargs)
-        if beta is not None and not 0.0 <= beta < 1.0: raise ValueError(f"beta must be in [0, 1), got {beta}")
-        self.beta = beta
+        self.beta = _check_beta(beta, self.loss_name)
     def class_weights(self, logits, target):
         return class_balanced_weights(self.class_counts(logits, target), self.beta).to(logits)
     def loss(self, logits, target):
         w = self.class_weights(logits, target)
-        return self.mean_over_valid(w[self.label_index(target)] * self.pixel_ce(logits, target), target)
+        return self.mean_over_valid(w.take(self.label_index(target)) * self.pixel_ce(logits, target), target)
 
 class CBFocalLoss(CBLoss):
     "Class-balanced focal loss: $w_y \\cdot (-(1-p_y)^\\gamma \\log p_y)$, mean over valid pixels."
+    loss_name = "CBFocal"
     def __init__(self, counts=None, beta: float | None = None, gamma: float = 2.0, **kwargs):
         super().__init__(counts, beta, **kwargs)
-        self.gamma = _check_gamma(gamma)
+        self.gamma = check_number(self.loss_name, "gamma", gamma, NON_NEGATIVE, lambda g: g >= 0)
     def loss(self, logits, target):
         w = self.class_weights(logits, target)
-        return self.mean_over_valid(w[self.label_index(target)] * focal_term(self.pixel_ce(logits, target), self.gamma), target)
+        return self.mean_over_valid(w.take(self.label_index(target)) * focal_term(self.pixel_ce(logits, target), self.gamma), target)
 
 # %% ../nbs/00_losses.ipynb #79c8a054
 class BMSLoss(CountLoss):
     "Balanced softmax (Ren et al. 2020): CE on $z_c + \\log(n_c/N)$, mean over valid pixels."
+    loss_name = "BMS"
     def loss(self, logits, target):
         n = self.class_counts(logits, target)
         log_prior = (n / n.sum()).log().to(logits).view(1, -1, *([1] * (logits.dim() - 2)))
@@ -151,33 +205,44 @@ class BMSLoss(CountLoss):
 # %% ../nbs/00_losses.ipynb #7cb68504
 class LDAMLoss(CountLoss):
     "LDAM (Cao et al. 2019): CE on $s(z - \\Delta_y e_y)$ with $\\Delta_c \\propto n_c^{-1/4}$, $\\max \\Delta = \\mu$."
+    loss_name = "LDAM"
     def __init__(self, counts=None, mu: float = 0.5, s: float = 20.0, **kwargs):
         super().__init__(counts, **kwargs)
-        if not mu >= 0: raise ValueError(f"mu (largest margin) must be >= 0, got {mu}")
-        if not s > 0: raise ValueError(f"s (logit scale) must be > 0, got {s}")
-        self.mu, self.s = float(mu), float(s)
+        self.mu = check_number(self.loss_name, "mu", mu, NON_NEGATIVE, lambda v: v >= 0)   # the largest margin
+        self.s = check_number(self.loss_name, "s", s, POSITIVE, lambda v: v > 0)            # the logit scale
     def margins(self, logits, target):
         m = self.class_counts(logits, target).pow(-0.25)
         return (m * (self.mu / m.max())).to(logits)
     def loss(self, logits, target):
         labels = self.label_index(target).unsqueeze(1)
-        margin = self.margins(logits, target)[labels]                      # [B,1,H,W]
+        margin = self.margins(logits, target).take(labels)                 # [B,1,H,W]
         shifted = logits.scatter_add(1, labels, -margin)                   # z - Δ_y at the true channel
         return self.mean_over_valid(self.pixel_ce(self.s * shifted, target), target)
 
 # %% ../nbs/00_losses.ipynb #4e0568eb
 class BLVLoss(CountLoss):
     "BLV (Wang et al. 2023): CE on $z_c + |\\delta_c| f_c/\\max f$, $\\delta \\sim N(0,\\sigma^2)$ clipped to [-1,1], $f_c = \\log(N/n_c)$; CE in eval mode."
+    loss_name = "BLV"
     def __init__(self, counts=None, sigma: float = 0.5, generator: torch.Generator | None = None, **kwargs):
         super().__init__(counts, **kwargs)
-        if not sigma >= 0: raise ValueError(f"sigma must be >= 0, got {sigma}")
-        self.sigma, self.generator = float(sigma), generator
+        self.sigma = check_number(self.loss_name, "sigma", sigma, NON_NEGATIVE, lambda v: v >= 0)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(_bad_param(self.loss_name, "generator", "None or a torch.Generator", generator))
+        self.generator = generator
+    def check_generator(self, logits):
+        "Raise a clear error unless the generator (if any) is on the logits' device."
+        if self.generator is None: return
+        g, d = self.generator.device, logits.device
+        if g.type != d.type or (g.index is not None and d.index is not None and g.index != d.index):
+            raise ValueError(f"BLV parameter `generator` is on {g} but the logits are on {d}: "
+                             f"build it there, e.g. torch.Generator(device='{d}').manual_seed(seed)")
     def variation_scale(self, logits, target):
         n = self.class_counts(logits, target)
         f = n.sum().log() - n.log()
         return (f / f.max().clamp_min(1e-12)).to(logits).view(1, -1, *([1] * (logits.dim() - 2)))
     def loss(self, logits, target):
         if self.training:
+            self.check_generator(logits)
             delta = torch.randn(logits.shape, generator=self.generator, device=logits.device, dtype=logits.dtype)
             logits = logits + (delta * self.sigma).clamp(-1, 1).abs() * self.variation_scale(logits, target)
         return self.mean_over_valid(self.pixel_ce(logits, target), target)
@@ -192,24 +257,25 @@ def pat_weight(p: torch.Tensor, T: float = 20.0, eps: float = 0.0, curve: str = 
     return torch.exp(sign * (1.0 - p - eps) / T)
 
 def mask_sizes(target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
-    "$S_i^l$: the number of valid pixels of each class in each image, [B, C] (one bincount, no one-hot)."
+    "$S_i^l$: the number of valid pixels of each class in each image, [B, C] (one count of `image * C + label`, no one-hot)."
     B = target.shape[0]
     flat = target.reshape(B, -1)
-    valid = flat != ignore_index
-    idx = torch.arange(B, device=target.device).unsqueeze(1) * num_classes + flat.masked_fill(~valid, 0)
-    return torch.bincount(idx[valid], minlength=B * num_classes).view(B, num_classes)
+    image = torch.arange(B, device=target.device).unsqueeze(1)
+    idx = torch.where(flat != ignore_index, image * num_classes + flat, B * num_classes)   # ignored -> extra bin
+    return bin_counts(idx, B * num_classes + 1)[:-1].view(B, num_classes)
 
 def check_pat_options(T, eps, normalize, curve):
-    "Raise ValueError for an invalid PAT option, naming it."
-    if not T > 0: raise ValueError(f"T must be > 0, got {T}")
-    if not math.isfinite(eps): raise ValueError(f"eps must be finite, got {eps}")
-    if normalize not in PAT_NORMALIZE: raise ValueError(f"normalize must be one of {PAT_NORMALIZE}, got {normalize!r}")
-    if curve not in PAT_CURVES: raise ValueError(f"curve must be one of {PAT_CURVES}, got {curve!r}")
+    "Raise TypeError/ValueError for an invalid PAT option, naming it."
+    check_number("PAT", "T", T, POSITIVE, lambda v: v > 0)
+    check_number("PAT", "eps", eps, FINITE)
+    check_choice("PAT", "normalize", normalize, PAT_NORMALIZE)
+    check_choice("PAT", "curve", curve, PAT_CURVES)
 
 def pat_loss_reference(logits, target, T: float = 20.0, eps: float = 0.0, normalize: str = "mask",
                        curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255) -> torch.Tensor:
     "PAT (Eq. 4.43-4.44) with plain autograd: the reference that faster versions are tested against."
     check_pat_options(T, eps, normalize, curve)
+    target = target.long()
     ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # -log p_y, 0 where ignored
     beta = pat_weight(torch.exp(-ce), T, eps, curve)
     if detach_weight: beta = beta.detach()
@@ -223,6 +289,7 @@ def pat_loss_reference(logits, target, T: float = 20.0, eps: float = 0.0, normal
 # %% ../nbs/00_losses.ipynb #e9377713
 class PATLoss(SegLoss):
     "PAT (thesis Eq. 4.43-4.44): $-\\frac1B\\sum_i\\sum_j \\beta_{ij} \\log p_{ij}[y] / S_i^{y}$, $\\beta = e^{(1-p_y-\\epsilon)/T}$."
+    loss_name = "PAT"
     def __init__(self, T: float = 20.0, eps: float = 0.0, normalize: str = "mask", curve: str = "eq4.44",
                  detach_weight: bool = False, fused: bool = True, **kwargs):
         super().__init__(**kwargs)

@@ -149,3 +149,48 @@ def test_layouts_and_target_dtypes(layout, tdtype):
     lr, gr = value_and_grad(pat_loss_reference, x, y)
     torch.testing.assert_close(lf, lr, atol=1e-12, rtol=0)
     torch.testing.assert_close(gf, gr, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("tdtype", [torch.int8, torch.int16])
+def test_small_integer_target_dtypes(tdtype):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 4, (2, 5, 6), generator=g)
+    y[1, 0] = -1
+    lf, gf = value_and_grad(pat_loss_fused, x, y.to(tdtype), ignore_index=-1)
+    lr, gr = value_and_grad(pat_loss_reference, x, y, ignore_index=-1)
+    torch.testing.assert_close(lf, lr, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gf, gr, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("normalize", ["mask", "none"])
+@pytest.mark.parametrize("detach_weight", [False, True])
+def test_no_data_dependent_host_reads_on_meta(normalize, detach_weight):
+    "Forward and backward run on meta tensors (no data): nothing reads a value on the host, so nothing syncs on CUDA."
+    x = torch.randn(2, 5, 16, 16, device="meta", requires_grad=True)
+    y = torch.zeros(2, 16, 16, dtype=torch.uint8, device="meta")
+    loss = pat_loss_fused(x, y, normalize=normalize, detach_weight=detach_weight)
+    loss.backward()
+    assert loss.shape == () and x.grad.shape == x.shape
+
+
+def test_bin_count_paths_agree():
+    from pat.losses import bin_counts
+    g = torch.Generator().manual_seed(5)
+    bins = torch.randint(0, 7, (3, 50), generator=g)
+    assert torch.equal(bin_counts(bins, 9, scatter=True), bin_counts(bins, 9, scatter=False))
+    assert bin_counts(bins, 9).tolist()[7:] == [0, 0] and bin_counts(bins, 9).sum().item() == 150
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("normalize", ["mask", "none"])
+def test_no_sync_on_cuda(normalize):
+    x = torch.randn(2, 5, 16, 16, device="cuda", requires_grad=True)
+    y = torch.randint(0, 5, (2, 16, 16), device="cuda")
+    pat_loss_fused(x, y, normalize=normalize).backward()    # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        pat_loss_fused(x, y, normalize=normalize).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
+from pat import losses
 from pat.losses import LOSSES, COUNT_LOSSES, get_loss, mask_sizes, pat_loss_reference
 
 COUNTS = [5000.0, 800.0, 60.0, 3.0]
@@ -110,3 +111,186 @@ def test_pat_module_defaults_to_fused_and_matches_reference(options):
     fused.backward(); ref.backward()
     assert torch.allclose(fused, ref, rtol=1e-10, atol=1e-12)
     assert torch.allclose(fused_x.grad, ref_x.grad, rtol=1e-9, atol=1e-12)
+
+
+# --- integer target dtypes -------------------------------------------------------------------------
+
+def value_and_grad(loss, x, t):
+    xx = x.clone().requires_grad_()
+    v = loss(xx, t)
+    v.backward()
+    return v.detach(), xx.grad
+
+
+@pytest.mark.parametrize("validate", [True, False])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_integer_target_dtype_gives_the_int64_value_and_gradient(name, dtype, validate):
+    g = torch.Generator().manual_seed(6)
+    x, t = torch.randn(2, 4, 5, 6, generator=g, dtype=torch.float64), torch.randint(0, 4, (2, 5, 6), generator=g)
+    ignore = -1 if dtype == torch.int8 else 255          # int8 cannot hold 255; uint8 uses 255 as label PNGs do
+    t[0, 0] = ignore
+    ref = value_and_grad(build(name, ignore_index=ignore, validate=validate), x, t)
+    v, grad = value_and_grad(build(name, ignore_index=ignore, validate=validate), x, t.to(dtype))
+    assert v.dtype == torch.float64 and v.item() > 0
+    assert torch.equal(v, ref[0]) and torch.equal(grad, ref[1])
+    assert grad[0, :, 0].abs().max().item() == 0.0        # ignored pixels: no gradient
+
+
+def test_functional_pat_accepts_integer_targets():
+    from pat.fused import pat_loss_fused
+    g = torch.Generator().manual_seed(7)
+    x, t = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (2, 4, 4), generator=g)
+    t[1, 1] = 255
+    for fn in (pat_loss_reference, pat_loss_fused):
+        assert fn(x, t.to(torch.uint8)).item() == fn(x, t).item()
+        assert fn(x, t.to(torch.int16)).item() == fn(x, t).item()
+
+
+# --- hyperparameters ---------------------------------------------------------------------------------
+
+POS, NONNEG, FIN, BETA = "a finite number > 0", "a finite number >= 0", "a finite number", "None or a number in [0, 1)"
+BAD_PARAMS = [  # (loss, parameter, value, error, what the message says it must be)
+    ("pat", "T", "20", TypeError, POS), ("pat", "T", True, TypeError, POS), ("pat", "T", None, TypeError, POS),
+    ("pat", "T", 0, ValueError, POS), ("pat", "T", -1.0, ValueError, POS), ("pat", "T", float("inf"), ValueError, POS),
+    ("pat", "T", float("nan"), ValueError, POS),
+    ("pat", "eps", "0.1", TypeError, FIN), ("pat", "eps", False, TypeError, FIN), ("pat", "eps", float("nan"), ValueError, FIN),
+    ("pat", "normalize", "batch", ValueError, "one of 'mask', 'none'"), ("pat", "normalize", 1, TypeError, "one of 'mask', 'none'"),
+    ("pat", "curve", "eq4.43", ValueError, "one of 'eq4.44', 'table5.1'"), ("pat", "curve", 4.44, TypeError, "one of 'eq4.44', 'table5.1'"),
+    ("focal", "gamma", "2", TypeError, NONNEG), ("focal", "gamma", True, TypeError, NONNEG), ("focal", "gamma", -0.5, ValueError, NONNEG),
+    ("cbfocal", "gamma", "2", TypeError, NONNEG), ("cbfocal", "gamma", -1, ValueError, NONNEG),
+    ("cb", "beta", "0.99", TypeError, BETA), ("cb", "beta", True, TypeError, BETA), ("cb", "beta", 1.0, ValueError, BETA),
+    ("cb", "beta", -0.1, ValueError, BETA), ("cbfocal", "beta", 1.5, ValueError, BETA),
+    ("ldam", "mu", "0.5", TypeError, NONNEG), ("ldam", "mu", -0.1, ValueError, NONNEG),
+    ("ldam", "s", "20", TypeError, POS), ("ldam", "s", 0, ValueError, POS), ("ldam", "s", True, TypeError, POS),
+    ("blv", "sigma", "0.5", TypeError, NONNEG), ("blv", "sigma", -1, ValueError, NONNEG), ("blv", "sigma", float("inf"), ValueError, NONNEG),
+]
+TITLES = {"ce": "CE", "focal": "Focal", "cb": "CB", "cbfocal": "CBFocal", "bms": "BMS", "ldam": "LDAM", "blv": "BLV", "pat": "PAT"}
+
+
+@pytest.mark.parametrize("loss, param, value, error, expected", BAD_PARAMS, ids=[f"{l}-{p}-{v!r}" for l, p, v, _, _ in BAD_PARAMS])
+def test_bad_hyperparameter_is_named(loss, param, value, error, expected):
+    with pytest.raises(error) as info:
+        build(loss, **{param: value})
+    message = f"{TITLES[loss]} parameter `{param}` must be {expected}, got {value!r} ({type(value).__name__})"
+    assert message in str(info.value)
+
+
+def test_good_hyperparameters_are_floats():
+    import numpy as np
+    pat = build("pat", T=np.float32(5), eps=1)
+    assert (pat.T, pat.eps) == (5.0, 1.0) and type(pat.T) is float
+    assert build("ldam", mu=0, s=30).s == 30.0 and build("cb", beta=0).beta == 0.0 and build("focal", gamma=0).gamma == 0.0
+
+
+def test_pat_reference_checks_its_options():
+    x, t = torch.randn(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long)
+    with pytest.raises(TypeError, match="PAT parameter `T` must be a finite number > 0, got '20' \\(str\\)"):
+        pat_loss_reference(x, t, T="20")
+
+
+# --- mixed precision -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_autocast_bf16_logits_give_the_float32_loss(name):
+    g = torch.Generator().manual_seed(8)
+    x, t = torch.randn(2, 4, 6, 6, generator=g), torch.randint(0, 4, (2, 6, 6), generator=g)
+    t[0, 0] = 255
+    conv = torch.nn.Conv2d(4, 4, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = conv(x)
+        assert h.dtype == torch.bfloat16
+        v = build(name)(h, t)
+    ref = build(name)(h.float(), t)
+    assert v.dtype == torch.float32 and v.item() == ref.item()
+
+
+# --- BLV's generator -------------------------------------------------------------------------------------
+
+def test_blv_generator_state_is_checkpointable():
+    g = torch.Generator().manual_seed(9)
+    x, t = torch.randn(2, 4, 5, 5, generator=g), torch.randint(0, 4, (2, 5, 5), generator=g)
+    loss = build("blv")
+    state = loss.generator.get_state()
+    first, second = loss(x, t), loss(x, t)
+    assert first.item() != second.item()
+    fresh = build("blv")
+    fresh.generator.set_state(state)
+    assert fresh(x, t).item() == first.item() and fresh(x, t).item() == second.item()
+
+
+def test_blv_generator_on_another_device_is_named():
+    loss = build("blv")                                   # a CPU generator; meta logits stand in for CUDA ones
+    x, t = torch.randn(2, 4, 3, 3, device="meta"), torch.zeros(2, 3, 3, dtype=torch.long, device="meta")
+    with pytest.raises(ValueError, match="BLV parameter `generator` is on cpu but the logits are on meta"):
+        loss(x, t)
+    with pytest.raises(TypeError, match="BLV parameter `generator` must be None or a torch.Generator"):
+        get_loss("blv", counts=COUNTS, generator=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_blv_cuda_generator():
+    x, t = torch.randn(2, 4, 5, 5, device="cuda"), torch.randint(0, 4, (2, 5, 5), device="cuda")
+    loss = get_loss("blv", counts=COUNTS, generator=torch.Generator(device="cuda").manual_seed(0)).cuda()
+    state = loss.generator.get_state()
+    first = loss(x, t).item()
+    loss.generator.set_state(state)
+    assert loss(x, t).item() == first
+    with pytest.raises(ValueError, match="`generator` is on cpu but the logits are on cuda"):
+        build("blv").cuda()(x, t)
+
+
+# --- no host-device synchronisation ---------------------------------------------------------------------
+
+SYNC_CASES = ([(n, {}) for n in LOSSES] + [(n, {"batch_counts": True}) for n in COUNT_LOSSES]
+              + [("cb", {"beta": 0.9}), ("pat", {"fused": False}), ("pat", {"normalize": "none"}),
+                 ("pat", {"normalize": "none", "fused": False}), ("pat", {"detach_weight": True, "curve": "table5.1"})])
+SYNC_IDS = [n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw in SYNC_CASES]
+COUNTS5 = [1e4, 1e3, 1e2, 10.0, 1.0]
+
+
+def sync_case(name, kw, device, generator=None):
+    extra = {"counts": COUNTS5} if name in COUNT_LOSSES else {}
+    if name == "blv": extra["generator"] = generator
+    return get_loss(name, **extra, **kw).to(device)
+
+
+@pytest.mark.parametrize("name, kw", SYNC_CASES, ids=SYNC_IDS)
+def test_no_data_dependent_host_reads_on_meta(name, kw, monkeypatch):
+    "Meta tensors hold no data: .item(), if tensor, nonzero, x[mask], unique, bincount all fail on them."
+    monkeypatch.setitem(losses._DEBUG, "checks", False)      # even where the tests run with PAT_DEBUG_CHECKS=1
+    x = torch.randn(2, 5, 16, 16, device="meta", requires_grad=True)
+    t = torch.zeros(2, 16, 16, dtype=torch.uint8, device="meta")
+    v = sync_case(name, kw, "meta")(x, t)
+    v.backward()
+    assert v.shape == () and v.dtype == torch.float32 and x.grad.shape == x.shape
+
+
+def test_debug_checks_from_the_environment():
+    import os, subprocess, sys
+    code = "import torch, pat.losses as L; print(L.checks_values(torch.zeros(1, device='meta')))"
+    out = [subprocess.run([sys.executable, "-c", code], env={**os.environ, "PAT_DEBUG_CHECKS": v}, capture_output=True,
+                          text=True, check=True).stdout.strip() for v in ("1", "0")]
+    assert out == ["True", "False"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name, kw", SYNC_CASES, ids=SYNC_IDS)
+def test_no_sync_on_cuda(name, kw, monkeypatch):
+    monkeypatch.setitem(losses._DEBUG, "checks", False)      # debug mode's label check does synchronise
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(2, 5, 16, 16, generator=g).cuda().requires_grad_()
+    t = torch.randint(0, 5, (2, 16, 16), generator=g).to(torch.uint8)
+    t[0, 0] = 255
+    t = t.cuda()
+    loss = sync_case(name, kw, "cuda", torch.Generator(device="cuda").manual_seed(0))
+    loss(x, t).backward()                                   # warm-up: one-time initialisation may synchronise
+    torch.cuda.synchronize()
+    x.grad = None
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        v = loss(x, t)
+        v.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(v).item() and torch.isfinite(x.grad).all().item()
