@@ -388,11 +388,10 @@ def main(argv=None):
     p.add_argument("--params", help="params.yaml whose `bench:` section (quick, repeats, batch, threads) sets the defaults")
     p.add_argument("--memory-worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.params:  # the DVC stage: options from params.yaml, so the profile decides (ci: quick)
-        import yaml
-        section = (yaml.safe_load(Path(a.params).read_text()) or {}).get("bench") or {}
-        unknown = set(section) - {"quick", "repeats", "batch", "threads"}
-        if unknown: raise ValueError(f"{a.params}: unknown bench option(s) {sorted(unknown)}; expected quick, repeats, batch, threads")
+    if a.params:  # the DVC stage: options from params.yaml (checked first), so the profile decides (ci: quick)
+        from pat.pipeline import ParamsError, load_params
+        try: section = load_params(a.params).get("bench") or {}
+        except ParamsError as e: raise SystemExit(f"error: {e}")
         for k, v in section.items(): setattr(a, k, v)
     if a.memory_worker:
         for row in memory_worker(json.loads(a.memory_worker)): print(json.dumps(row), flush=True)

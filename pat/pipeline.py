@@ -4,18 +4,26 @@
 
 # %% ../nbs/07_pipeline.ipynb #7acadad6
 from __future__ import annotations
-import copy, sys
+import copy, inspect, re, sys
 from pathlib import Path
 import yaml
-from .report import atomic_write
+from . import models
+from .data import DEFAULTS, dataset_settings
+from .files import atomic_write
+from .losses import COUNT_LOSSES, LOSSES, get_loss
+from .models import MODEL_NAMES
+from .schema import (ParamsError, anything, boolean, choice, either, fail, got, integer, keys, list_of, number,
+                        optional, read_yaml, string)
 
 # %% auto #0
-__all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATION', 'THESIS_GRID', 'PROFILES_DIR',
-           'PARAMS_HEADER', 'run_entry', 'expand_profile', 'deep_merge', 'load_profile', 'use_profile', 'run_settings',
-           'main']
+__all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATION', 'THESIS_GRID', 'TRAIN_DEFAULTS',
+           'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'RUN_REQUIRED', 'GROUPS', 'GENERATED', 'PROFILES_DIR',
+           'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'check_run', 'check_params', 'load_params',
+           'source_stages', 'run_entry', 'expand_profile', 'deep_merge', 'profile_names', 'load_profile', 'use_profile',
+           'run_settings', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
-ALL_LOSSES = ("ce", "focal", "cb", "cbfocal", "bms", "ldam", "blv", "pat")
+ALL_LOSSES = tuple(LOSSES)       # ce focal cb cbfocal bms ldam blv pat
 T62_MODELS = ("unet", "attunet", "unetpp", "dlv3", "dlv3p")
 T63_MODELS = ("segnet", "unet", "dlv3p")
 T63_TEMPERATURES = (5, 10, 20, 50)
@@ -30,21 +38,109 @@ ABLATION = (("ce", "ce", None),
 THESIS_GRID = {"losses": list(ALL_LOSSES), "t62_models": list(T62_MODELS), "t63_models": list(T63_MODELS),
                "temperatures": list(T63_TEMPERATURES), "ablation": [a[0] for a in ABLATION]}
 
+# %% ../nbs/07_pipeline.ipynb #90feca2b
+TRAIN_DEFAULTS = dict(lr=1e-3, batch_size=8, iterations=1000, checkpoint_every=100, eval_batch_size=16, num_workers=0,
+                      flip=True, n_predictions=4, log_every=10, device="auto", threads=1, diverge_factor=100.0)
+
+def _device(v, path):
+    if not (isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)): fail(path, f"expected auto, cpu, cuda or cuda:N, {got(v)}")
+
+TRAIN_SPEC = {"lr": number(0, open_lo=True), "batch_size": integer(1), "iterations": integer(1), "checkpoint_every": integer(1),
+              "eval_batch_size": integer(1), "num_workers": integer(0), "flip": boolean, "n_predictions": integer(0),
+              "log_every": integer(1), "device": _device, "threads": integer(1), "diverge_factor": optional(number(1, open_lo=True))}
+
+_OPTION_CHECKS = {"width": number(0, open_lo=True), "base_channels": integer(1), "encoder": string, "encoder_weights": optional(string),
+                  "decoder_channels": either(integer(1), list_of(integer(1), 1), what="a positive integer or a list of them")}
+
+def model_options(model: str):
+    "Check of the options of `model`: the keyword arguments `build_model` takes for it."
+    return keys({o: _OPTION_CHECKS.get(o, anything) for o in sorted(models._options(model))})
+
+def _loss_keys(cls) -> list[str]:
+    names = {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
+    return sorted(names - {"self", "kwargs", "counts", "generator", "ignore_index", "validate"})
+
+def loss_params(loss: str):
+    "Check of the parameters of `loss`: its constructor's keyword arguments and the constructor's own checks."
+    known = keys({k: anything for k in _loss_keys(LOSSES[loss])})
+    def check(v, path):
+        known(v, path)
+        counts = {"counts": [1.0, 1.0]} if loss in COUNT_LOSSES else {}
+        try: get_loss(loss, **v, **counts)
+        except (ValueError, TypeError) as e: fail(path, str(e))
+    return check
+
+
+# %% ../nbs/07_pipeline.ipynb #a2545035
+def _names(*valid): return list_of(choice(*valid), 1, unique=True)
+
+GRID_SPEC = {"losses": _names(*ALL_LOSSES), "t62_models": _names(*T62_MODELS), "t63_models": _names(*MODEL_NAMES),
+             "temperatures": list_of(number(0, open_lo=True), 1, unique=True), "ablation": _names(*(a[0] for a in ABLATION))}
+BENCH_SPEC = {"quick": boolean, "repeats": integer(1), "batch": integer(1), "threads": integer(0)}   # pat.bench's options
+
+def profile_spec(partial: bool = False):
+    "Check of a profile file (`partial`: one of the files merged, so nothing is required) or of the merged profile."
+    spec = {"name": string, "description": string, "datasets": _names(*DEFAULTS), "seeds": list_of(integer(0), 1, unique=True),
+            "train": keys(TRAIN_SPEC), "models": keys({m: model_options(m) for m in MODEL_NAMES}),
+            "losses": keys({l: loss_params(l) for l in ALL_LOSSES}), "data": keys({d: dataset_settings(d) for d in DEFAULTS}),
+            "grid": keys(GRID_SPEC), "bench": keys(BENCH_SPEC)}
+    return keys(spec, required=() if partial else ("datasets", "seeds", "train", "models", "losses", "data"))
+
+RUN_REQUIRED = ("dataset", "model", "loss")
+
+def check_run(run: dict, path: str = "run", enabled=None) -> dict:
+    "Check one run's settings (an entry of a params group); return them with the training defaults filled in."
+    keys({"dataset": choice(*(enabled or DEFAULTS)), "model": choice(*MODEL_NAMES), "loss": choice(*ALL_LOSSES),
+          "model_options": anything, "loss_params": anything, "seeds": list_of(integer(0), 1, unique=True), **TRAIN_SPEC},
+         required=RUN_REQUIRED)(run, path)
+    model_options(run["model"])(run.get("model_options", {}), f"{path}.model_options")
+    loss_params(run["loss"])(run.get("loss_params", {}), f"{path}.loss_params")
+    return {"model_options": {}, "loss_params": {}, **TRAIN_DEFAULTS, **run}
+
+GROUPS = ("t61", "t62", "t63", "ablation")
+
+def check_params(params: dict, where: str = "params.yaml") -> dict:
+    "Check an expanded params file (what `use_profile` writes, perhaps edited by hand); errors start with `where`."
+    try:
+        if not isinstance(params, dict): fail("", f"expected a mapping of settings, {got(params)}")
+        enabled = (params.get("data") or {}).get("enabled") or []
+        data = {"enabled": _names(*DEFAULTS), "scanned": list_of(choice(*DEFAULTS), unique=True),
+                "sources": keys({d: string for d in DEFAULTS}), **{d: dataset_settings(d) for d in DEFAULTS}}
+        def group(v, path):
+            if not isinstance(v, dict) or not v: fail(path, f"expected at least one run, {got(v)}")
+            for k, run in v.items():
+                if "." in str(k): fail(f"{path}.{k}", "run names cannot contain '.' (DVC reads it as nesting)")
+                check_run(run, f"{path}.{k}", enabled)
+                if "seeds" not in run: fail(f"{path}.{k}", "`seeds` is missing")
+        keys({"profile": string, "description": string, "datasets": _names(*DEFAULTS), "data": keys(data, required=["enabled"]),
+              "bench": keys(BENCH_SPEC), **{g: group for g in GROUPS}}, required=("profile", "data", *GROUPS))(params, "")
+    except ParamsError as e: raise ParamsError(f"{where}: {e}") from None
+    return params
+
+def load_params(path="params.yaml") -> dict:
+    "Read and check a params file: what every stage does before any work."
+    return check_params(read_yaml(path), str(path))
+
+# %% ../nbs/07_pipeline.ipynb #f1d86c05
+GENERATED = ("synthetic",)   # datasets pat.data makes itself: no raw files to watch
+
+def source_stages(datasets) -> dict:
+    """What the `source` and `prepare` stages iterate over: `scanned`, the datasets whose raw files are rescanned
+    at every repro, and `sources`, each dataset's source dependency (its manifest, or the generator's code)."""
+    return {"scanned": [d for d in datasets if d not in GENERATED],
+            "sources": {d: "pat/data.py" if d in GENERATED else f"data/sources/{d}.json" for d in datasets}}
+
 def run_entry(profile: dict, dataset: str, model: str, loss: str, extra: dict | None = None) -> dict:
     "The full settings of one run: dataset, model and its options, loss and its parameters, training settings."
     params = {**profile["losses"].get(loss, {}), **(extra or {})}
-    return {"dataset": dataset, "model": model, "model_options": dict(profile["models"][model]),
+    return {"dataset": dataset, "model": model, "model_options": dict(profile["models"].get(model, {})),
             "loss": loss, "loss_params": params, "seeds": list(profile["seeds"]), **profile["train"]}
 
 def expand_profile(profile: dict) -> dict:
-    "params.yaml content for a profile: its settings plus one entry per run in groups t61, t62, t63, ablation."
+    "params.yaml content for a (checked) profile: its settings plus one entry per run in groups t61, t62, t63, ablation."
     p = copy.deepcopy(profile)
-    for key in ("datasets", "seeds", "train", "models", "losses", "data"):
-        if key not in p: raise ValueError(f"profile {p.get('name', '?')!r} lacks `{key}`")
     grid = {**THESIS_GRID, **p.get("grid", {})}
-    unknown = set(p.get("grid", {})) - set(THESIS_GRID)
-    if unknown: raise ValueError(f"profile {p.get('name', '?')!r}: unknown `grid` keys {sorted(unknown)}; valid: {sorted(THESIS_GRID)}")
-    groups = {"t61": {}, "t62": {}, "t63": {}, "ablation": {}}
+    groups = {g: {} for g in GROUPS}
     for ds in p["datasets"]:
         for loss in grid["losses"]:
             groups["t61"][f"{ds}-segnet-{loss}"] = run_entry(p, ds, "segnet", loss)
@@ -56,11 +152,9 @@ def expand_profile(profile: dict) -> dict:
                 groups["t63"][f"{ds}-{model}-pat-T{T}"] = run_entry(p, ds, model, "pat", {"T": T})
         for name, loss, extra in ABLATION:
             if name in grid["ablation"]: groups["ablation"][f"{ds}-segnet-{name}"] = run_entry(p, ds, "segnet", loss, extra)
-    dotted = [k for g in groups.values() for k in g if "." in k]
-    if dotted: raise ValueError(f"run names {dotted} contain '.', which DVC reads as nesting in `params:`; "
-                                "rename the dataset or variant")
     header = {"profile": p["name"], "description": p.get("description", ""), "datasets": p["datasets"]}
-    return {**header, "data": p["data"], "bench": p.get("bench", {}), **groups}
+    data = {**p["data"], **source_stages(p["datasets"])}
+    return check_params({**header, "data": data, "bench": p.get("bench", {}), **groups}, f"profile {p['name']!r}")
 
 # %% ../nbs/07_pipeline.ipynb #1c356583
 PROFILES_DIR = Path("profiles")
@@ -72,17 +166,27 @@ def deep_merge(base: dict, over: dict) -> dict:
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
+def profile_names(profiles_dir=PROFILES_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(profiles_dir).glob("*.yaml") if p.stem != "base")
+
 def load_profile(name: str, profiles_dir=PROFILES_DIR) -> dict:
-    "`profiles/base.yaml` merged with `profiles/<name>.yaml`; `data.enabled` is the profile's `datasets`."
-    path = Path(profiles_dir) / f"{name}.yaml"
+    """`profiles/base.yaml` merged with `profiles/<name>.yaml`, each file checked on its own (so an error names the file
+    that holds it) and the merged profile checked again; `data.enabled` is the profile's `datasets`."""
+    path, base_path = Path(profiles_dir) / f"{name}.yaml", Path(profiles_dir) / "base.yaml"
     if name == "base" or not path.exists():
-        have = sorted(p.stem for p in Path(profiles_dir).glob("*.yaml") if p.stem != "base")
-        raise FileNotFoundError(f"profile {name!r} not found at {path}; available: {', '.join(have) or 'none'}")
-    base_path = Path(profiles_dir) / "base.yaml"
-    base = yaml.safe_load(base_path.read_text()) if base_path.exists() else {}
-    p = {"name": name, **deep_merge(base, yaml.safe_load(path.read_text()))}
-    missing = [d for d in p.get("datasets", []) if d not in p.get("data", {})]
-    if missing: raise ValueError(f"profile {name!r}: datasets {missing} have no settings under `data` (profiles/base.yaml)")
+        raise ParamsError(f"profile {name!r} not found at {path}; available: {', '.join(profile_names(profiles_dir)) or 'none'}")
+    merged = {}
+    for f in (base_path, path):
+        if f == base_path and not f.exists(): continue
+        part = read_yaml(f)
+        try: profile_spec(partial=True)(part, "")
+        except ParamsError as e: raise ParamsError(f"{f}: {e}") from None
+        merged = deep_merge(merged, part)
+    p = {"name": name, **merged}
+    try: profile_spec()(p, "")
+    except ParamsError as e: raise ParamsError(f"{path} (merged with {base_path.name}): {e}") from None
+    missing = [d for d in p["datasets"] if d not in p["data"]]
+    if missing: raise ParamsError(f"{path}: datasets {missing} have no settings under `data` (profiles/base.yaml)")
     p["data"] = {"enabled": list(p["datasets"]), **p["data"]}
     return p
 
@@ -90,7 +194,7 @@ PARAMS_HEADER = ("# GENERATED by `python -m pat.pipeline use {name}` from profil
                  "# (or edit a run here for a one-off experiment; `use` overwrites it).\n")
 
 def use_profile(name: str, params_path="params.yaml", profiles_dir=PROFILES_DIR) -> dict:
-    "Expand profile `name` into `params_path` (atomically)."
+    "Check profile `name`, expand it and write `params_path` (atomically; nothing is written when a check fails)."
     params = expand_profile(load_profile(name, profiles_dir))
     with atomic_write(params_path) as f:
         f.write(PARAMS_HEADER.format(name=name))
@@ -99,23 +203,33 @@ def use_profile(name: str, params_path="params.yaml", profiles_dir=PROFILES_DIR)
 
 # %% ../nbs/07_pipeline.ipynb #f6b19b3b
 def run_settings(params_file, group: str, key: str) -> dict:
-    "The settings of run `key` in `group` of a params file, with a clear error when it is not there."
-    params = yaml.safe_load(Path(params_file).read_text())
-    if group not in params or key not in (params[group] or {}):
-        raise KeyError(f"run {group}.{key} not found in {params_file} (profile {params.get('profile')!r})")
+    "The checked settings of run `key` in `group` of a params file, with a clear error when it is not there."
+    params = load_params(params_file)
+    if key not in (params.get(group) or {}):
+        raise ParamsError(f"{params_file}: run {group}.{key} not found (profile {params.get('profile')!r})")
     return params[group][key]
 
 def main(argv=None):
-    "CLI: `python -m pat.pipeline use <profile>` writes params.yaml; `list` shows the profiles."
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 2 and argv[0] == "use":
-        params = use_profile(argv[1])
-        n = sum(len(params[g]) for g in ("t61", "t62", "t63", "ablation"))
-        print(f"params.yaml now holds profile {argv[1]!r}: {n} runs x {len(params['t61'][next(iter(params['t61']))]['seeds'])} seeds")
-    elif argv == ["list"]:
-        for p in sorted(q for q in PROFILES_DIR.glob("*.yaml") if q.stem != "base"): print(f"{p.stem}: {yaml.safe_load(p.read_text()).get('description', '')}")
-    else:
-        raise SystemExit("usage: python -m pat.pipeline use <profile> | list")
+    "CLI: `use <profile>` writes params.yaml; `list` shows the profiles; `check [FILE]` checks a params file."
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m pat.pipeline", description="Profiles and params.yaml of the DVC pipeline.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("use", help="expand profiles/<name>.yaml into params.yaml").add_argument("name", help="profile name (see `list`)")
+    sub.add_parser("list", help="the profiles and their descriptions")
+    sub.add_parser("check", help="check a params file as every stage does").add_argument("file", nargs="?", default="params.yaml")
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "use":
+            params = use_profile(a.name)
+            n, seeds = sum(len(params[g]) for g in GROUPS), next(iter(params["t61"].values()))["seeds"]
+            print(f"params.yaml now holds profile {a.name!r}: {n} runs x {len(seeds)} seeds")
+        elif a.cmd == "check":
+            load_params(a.file); print(f"{a.file}: ok")
+        else:
+            for name in profile_names():
+                try: print(f"{name}: {load_profile(name).get('description', '')}")
+                except ParamsError as e: print(f"{name}: (broken) {e}")
+    except ParamsError as e: raise SystemExit(f"error: {e}")
 
 # %% ../nbs/07_pipeline.ipynb #9ee5eeda
 #| eval: false

@@ -67,7 +67,8 @@ def test_changing_one_loss_parameter_reruns_only_its_runs_and_tables(checkout):
     trains = {s for s in changed if s.startswith("train_")}
     assert trains and all(s.endswith("-ldam") for s in trains), trains
     assert {s.split("@")[1] for s in trains} == {k for g in ("t61", "t62") for k, r in params[g].items() if r["loss"] == "ldam"}
-    assert changed == trains, changed - trains           # before the runs change, only they are out of date
+    tables = {"table6_1", "table6_2", "table6_4", "figures"}  # their params groups (t61, t62) changed too
+    assert changed == trains | tables, changed ^ (trains | tables)
     ran = set(re.findall(r"Running stage '([^']+)'", sh("dvc repro", checkout).stdout))
     assert ran == trains | {"table6_1", "table6_2", "table6_4", "figures"}, ran ^ (trains | {"table6_1", "table6_2", "table6_4", "figures"})
 
@@ -98,18 +99,22 @@ def test_killed_run_resumes_to_the_same_metrics(checkout, tmp_path):
 
 
 @pytest.mark.parametrize("param, value, message", [
-    ("loss", "dice", "unknown loss 'dice' (parameter `loss`)"),
-    ("model", "resnet", "unknown model 'resnet' (parameter `model`)"),
-    ("loss_params", "{T: 0}", "T must be > 0"),
+    ("loss", "dice", "run.loss: expected one of ce, focal, cb, cbfocal, bms, ldam, blv, pat, got 'dice'"),
+    ("model", "resnet", "run.model: expected one of segnet, unet"),
+    ("loss_params", "{T: 0}", "run.loss_params: "),
+    ("iterations", "'3'", "run.iterations: expected an integer >= 1, got '3' (str)"),
     ("dataset", "nyuv2", "dataset 'nyuv2' (parameter `dataset`) is not prepared"),
 ])
 def test_invalid_settings_fail_before_training(checkout, tmp_path, param, value, message):
     out = tmp_path / "run"
-    r = sh(f"python -m pat.report nbs/experiments/train_run.ipynb {out}/train_run.ipynb -p {param} '{value}' "
+    r = sh(f"python -m pat.runner nbs/experiments/train_run.ipynb {out}/train_run.ipynb -p {param} '{value}' "
            f"-p out_dir {out} -p data_root data/prepared -p stats_root data/stats", checkout, check=False)
     assert r.returncode != 0
-    assert message in r.stdout + r.stderr
+    assert message in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: nbs/experiments/train_run.ipynb failed: "), r.stderr   # one line, not a traceback
     assert not (out / "seed0" / "checkpoint.pt").exists() and not (out / "train_run.ipynb").exists()
+    assert "Traceback" in (out / "train_run.failed.ipynb").read_text() or "ename" in (out / "train_run.failed.ipynb").read_text()
 
 
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml") if p.stem != "base"))
@@ -126,3 +131,77 @@ def test_every_profile_gives_params_dvc_can_find(profile):
             node = params
             for part in f"{group}.{key}".split("."): node = node[part]
             assert node["seeds"], f"{profile}: {group}.{key} has no seeds"
+
+
+def _one_line_error(r, *needles):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error"), r.stderr
+    for n in needles: assert n in lines[0], lines[0]
+
+
+def test_bad_params_fail_at_once_with_one_line(checkout, tmp_path):
+    "A profile typo, a wrong type and a missing params file: one line naming the file and the key, before any work."
+    prof = checkout / "profiles" / "typo.yaml"
+    prof.write_text((checkout / "profiles" / "ci.yaml").read_text().replace("train:", "trian:"))
+    try:
+        _one_line_error(sh("python -m pat.pipeline use typo", checkout, check=False),
+                        "profiles/typo.yaml: trian: unknown key; did you mean 'train'?")
+    finally: prof.unlink()
+    bad = tmp_path / "params.yaml"
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    run = next(iter(params["t61"]))
+    params["t61"][run]["lr"] = "abc"
+    bad.write_text(yaml.safe_dump(params))
+    _one_line_error(sh(f"python -m pat.runner nbs/experiments/table6_1.ipynb {tmp_path}/t.ipynb -p params_file {bad}", checkout, check=False),
+                    f"{bad}: t61.{run}.lr: expected a number > 0, got 'abc' (str)")
+    _one_line_error(sh(f"python -m pat.bench --params {tmp_path}/params.camvdi.yaml", checkout, check=False),
+                    f"{tmp_path}/params.camvdi.yaml: file not found")
+    assert not (tmp_path / "t.ipynb").exists()
+
+
+def _set(checkout, edit):
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    edit(params)
+    (checkout / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _metrics(checkout, group, key, seed=0):
+    return json.loads((checkout / "runs" / group / key / f"seed{seed}" / "metrics.json").read_text())
+
+
+def test_data_or_code_change_retrains_instead_of_reusing_old_metrics(checkout):
+    "The two stale-metrics defects of issue 10: a changed dataset seed and a changed loss give retrained, fresh metrics."
+    sh("dvc repro", checkout, timeout=1800)
+    key = "synthetic-segnet-ce"
+    before = _metrics(checkout, "t61", key)
+    _set(checkout, lambda p: p["data"]["synthetic"].update(seed=7))
+    sh(f"dvc repro train_t61@{key}", checkout)
+    after = _metrics(checkout, "t61", key)
+    assert after["data_hash"] != before["data_hash"] and after["confusion_matrix"] != before["confusion_matrix"]
+    assert f"train_t61@{key}" not in json.loads(sh("dvc status --json", checkout).stdout)
+    losses = checkout / "pat" / "losses.py"
+    original = losses.read_text()
+    losses.write_text(original + "\n# a changed line of code\n")
+    try:
+        sh(f"dvc repro train_t61@{key}", checkout)
+        assert _metrics(checkout, "t61", key)["code_hash"] != after["code_hash"]
+    finally:
+        losses.write_text(original)
+    _set(checkout, lambda p: p["data"]["synthetic"].update(seed=0))
+    sh("dvc repro", checkout, timeout=1800)
+
+
+def test_tables_hold_exactly_the_runs_and_seeds_of_the_params(checkout):
+    "The stale-seeds defect: fewer seeds or fewer losses leave no old run in the tables."
+    sh("dvc repro", checkout, timeout=1800)
+    _set(checkout, lambda p: p["t61"]["synthetic-segnet-pat"].update(seeds=[0], iterations=2))
+    sh("dvc repro table6_1", checkout)
+    t61 = (checkout / "results/tables/table6_1.md").read_text()
+    assert "except synthetic-segnet-pat: seeds [0]" in t61
+    pat_row = next(l for l in t61.splitlines() if l.startswith("| pat "))
+    assert "±" not in pat_row.split("|")[2]                                 # one seed: a mean, no interval
+    assert _metrics(checkout, "t61", "synthetic-segnet-pat")["miou"] == pytest.approx(float(pat_row.split("|")[2].strip(" *")), abs=0.006)
+    _set(checkout, lambda p: p["t61"].pop("synthetic-segnet-ldam"))
+    sh("dvc repro table6_1", checkout)
+    assert "| ldam " not in (checkout / "results/tables/table6_1.md").read_text()
+    sh("python -m pat.pipeline use ci && dvc repro", checkout, timeout=1800)

@@ -1,10 +1,12 @@
-"pat.train beyond the notebook's inline tests: seeds in parallel processes, metrics of a real run."
-import os
+"pat.train beyond the notebook's inline tests: seeds in parallel processes, metrics of a real run, reuse and its key, guards."
+import json, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
 from pat.data import prepare_synthetic, write_stats
-from pat.train import train_seeds, _train_seed, run_config
+import pat.train as T
+from pat.train import train_seeds, train_run, _train_seed, run_config
 
 TINY = dict(seed=0, size=[32, 32], splits={"train": 16, "val": 4, "test": 8})
 CFG = dict(dataset="synthetic", model="segnet", model_options={"width": 0.0625}, loss="pat", loss_params={"T": 5},
@@ -20,17 +22,14 @@ def data(tmp_path_factory):
 
 
 def test_parallel_seeds_equal_one_process_per_seed(data, tmp_path):
+    "A seed gives the same numbers alone in this process as beside another seed: the thread count is the run's setting."
     par = train_seeds(CFG, [0, 1], tmp_path / "par", data / "prepared", data / "stats", workers=2, progress=False)
-    cpus = len(os.sched_getaffinity(0))
     threads = torch.get_num_threads()
-    try:  # the same jobs in this process, with the thread count each worker used
-        seq = dict(_train_seed((run_config(CFG), s, tmp_path / "seq" / f"seed{s}", data / "prepared", data / "stats",
-                                max(1, cpus // 2), None)) for s in (0, 1))
-    finally:
-        torch.set_num_threads(threads)
+    seq = dict(_train_seed((run_config(CFG), s, tmp_path / "seq" / f"seed{s}", data / "prepared", data / "stats", None)) for s in (0, 1))
+    assert torch.get_num_threads() == threads                         # train_run restores the caller's thread count
     for s in (0, 1):
         assert par[s]["confusion_matrix"] == seq[s]["confusion_matrix"], s
-        assert par[s]["miou"] == seq[s]["miou"]
+        assert par[s]["miou"] == seq[s]["miou"] and par[s]["threads"] == 1
     assert par[0]["confusion_matrix"] != par[1]["confusion_matrix"]     # the seeds really differ
     assert (tmp_path / "par" / "seed1" / "metrics.json").exists() and not (tmp_path / "par" / "seed1" / "checkpoint.pt").exists()
 
@@ -76,3 +75,92 @@ def test_seed_workers_end_dvclive_one_at_a_time(monkeypatch):
         assert ended == []                       # blocked while another seed ends
     t.join(5)
     assert len(ended) == 1
+
+
+def _mtime(out): return (out / "metrics.json").stat().st_mtime_ns
+
+
+def test_finished_run_is_reused_only_when_settings_data_and_code_are_unchanged(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    first = train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
+    assert set(first) >= {"run_key", "config_hash", "data_hash", "code_hash"}
+    stamp = _mtime(out)
+    assert train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False) == first and _mtime(out) == stamp
+    # other code: trained again
+    monkeypatch.setattr(T, "code_hash", lambda: "0" * 16)
+    again = train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
+    assert _mtime(out) != stamp and again["code_hash"] == "0" * 16 and again["run_key"] != first["run_key"]
+    monkeypatch.undo()
+    # other data (the generator's seed): trained again, to other numbers
+    other = tmp_path / "other"
+    prepare_synthetic({**TINY, "seed": 7}, other / "prepared" / "synthetic")
+    write_stats(other / "prepared" / "synthetic", other / "stats", other / "figures")
+    train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
+    moved = train_run(CFG, 0, out, other / "prepared", other / "stats", progress=False)
+    assert moved["data_hash"] != first["data_hash"] and moved["confusion_matrix"] != first["confusion_matrix"]
+    # other settings
+    longer = train_run({**CFG, "iterations": 5}, 0, out, other / "prepared", other / "stats", progress=False)
+    assert longer["steps"] == 5 and longer["config_hash"] != moved["config_hash"]
+
+
+def test_unreadable_metrics_and_checkpoint_name_their_file(data, tmp_path):
+    out = tmp_path / "run"; out.mkdir()
+    (out / "metrics.json").write_text('{"miou": 3')
+    with pytest.raises(ValueError, match=f"{out / 'metrics.json'} is not valid JSON"):
+        train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
+    (out / "metrics.json").unlink(); (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(RuntimeError, match=f"checkpoint {out / 'checkpoint.pt'} cannot be read"):
+        train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
+
+
+def test_divergence_stops_the_run_naming_it(data, tmp_path):
+    out = tmp_path / "t61" / "synthetic-segnet-ce" / "seed0"
+    with pytest.raises(FloatingPointError, match=f"run {out} diverged at step .*diverge_factor=100"):
+        train_run({**CFG, "loss": "ce", "loss_params": {}, "lr": 1e6, "iterations": 30}, 0, out, data / "prepared", data / "stats", progress=False)
+    assert not (out / "metrics.json").exists()
+    # the bound is a setting: null switches it off (the run then ends on a non-finite loss or finishes)
+    with pytest.raises(Exception, match="diverge_factor"):
+        run_config({**CFG, "diverge_factor": 0.5})
+
+
+def test_resume_cuts_the_logs_back_to_the_checkpoint(data, tmp_path):
+    out, cfg = tmp_path / "run", {**CFG, "log_every": 1, "checkpoint_every": 2, "iterations": 5}
+    assert train_run(cfg, 0, out, data / "prepared", data / "stats", progress=False, stop_after=3) == {"stopped_at": 3}
+    tsv = out / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv"
+    steps = lambda: [int(r.split("\t")[0]) for r in tsv.read_text().splitlines()[1:]]
+    assert tsv.read_text().startswith("step\t") and steps() == [1, 2, 3]
+    train_run(cfg, 0, out, data / "prepared", data / "stats", progress=False)   # resumes from step 2
+    assert steps() == [1, 2, 3, 4, 5]
+
+
+def test_blv_resumes_its_noise(data, tmp_path):
+    cfg = {**CFG, "loss": "blv", "loss_params": {"sigma": 0.5}, "iterations": 6, "checkpoint_every": 2}
+    straight = train_run(cfg, 0, tmp_path / "a", data / "prepared", data / "stats", progress=False)
+    train_run(cfg, 0, tmp_path / "b", data / "prepared", data / "stats", progress=False, stop_after=3)
+    resumed = train_run(cfg, 0, tmp_path / "b", data / "prepared", data / "stats", progress=False)
+    assert resumed["confusion_matrix"] == straight["confusion_matrix"]
+
+
+def test_seed_workers_die_with_their_parent(data, tmp_path):
+    "A killed kernel (here: a killed parent process) leaves no seed worker training."
+    script = textwrap.dedent(f"""
+        from pat.train import train_seeds
+        cfg = dict({CFG!r}, iterations=100000, checkpoint_every=100000)
+        train_seeds(cfg, [0, 1], {str(tmp_path)!r}, {str(data / 'prepared')!r}, {str(data / 'stats')!r}, workers=2, progress=False)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    children, deadline = [], time.time() + 120
+    while time.time() < deadline and len(children) < 2:
+        time.sleep(0.5)
+        children = [int(p) for p in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()]
+        assert parent.poll() is None, "the parent ended early"
+    assert len(children) >= 2, children
+    # wait until the workers train (their initializer has run), then kill the parent the hard way
+    while time.time() < deadline and not (tmp_path / "seed0" / "dvclive").exists(): time.sleep(0.2)
+    parent.send_signal(signal.SIGKILL); parent.wait()
+    deadline = time.time() + 30
+    alive = children
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in Path(f"/proc/{c}/stat").read_text().split()[2]]
+    assert not alive, f"seed workers {alive} outlived their parent"
