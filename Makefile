@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv repro test sync-check nbtest pytest bench clean-venv
+.PHONY: venv repro repro-gpu test sync-check nbtest pytest bench carry device-check clean-venv
 
 venv: $(STAMP)
 
@@ -19,6 +19,13 @@ $(STAMP): requirements.txt settings.ini setup.py
 
 ## The main job: the DVC pipeline on the active profile of params.yaml (default: embedded synthetic data)
 repro: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+## The gpu profile: every pending seed packed onto the GPU(s) in one pool, then dvc repro records them and builds the tables
+repro-gpu: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pat.pipeline use gpu
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $$($(BIN)/dvc stage list --name-only | grep -E '^(source|prepare|stats)@' | tr '\n' ' ')
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pat.train pack
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 ## Every test: package in sync with the notebooks, notebooks clean, nbdev_test, pytest
@@ -35,6 +42,16 @@ pytest: venv
 
 bench: venv
 	$(BIN)/python -m pat.bench
+
+## What the GPU machine needs beside the checkout (see tools/device_check.py): .carry/wheels and .carry/camvid
+CAMVID ?= $(or $(PAT_CAMVID_DIR),../shared/data/camvid)
+carry: venv
+	$(BIN)/python -m pip download --quiet --no-deps --dest .carry/wheels segmentation-models-pytorch==0.6.0
+	test -d .carry/camvid || $(BIN)/python tools/device_check.py pack-camvid $(CAMVID) .carry/camvid
+
+## On a GPU machine (PyTorch with CUDA): the CUDA tests, a step of every loss x model, a packed slice of the gpu profile
+device-check:
+	python3 tools/device_check.py run --carry .carry
 
 clean-venv:
 	rm -rf $(VENV)
