@@ -11,7 +11,8 @@ import yaml
 import pat
 
 # %% auto #0
-__all__ = ['CHECK_CODE', 'kernel_name', 'quiet_kernel_warning', 'NotebookFailed', 'run_notebook', 'check_params_file', 'main']
+__all__ = ['KERNEL_NOISE', 'CHECK_CODE', 'kernel_name', 'quiet_kernel_warning', 'NotebookFailed', 'run_notebook',
+           'check_params_file', 'main']
 
 # %% ../nbs/10_runner.ipynb #ad91b02c
 def kernel_name() -> str:
@@ -19,16 +20,19 @@ def kernel_name() -> str:
     from jupyter_client.kernelspec import KernelSpecManager
     return "pat" if "pat" in KernelSpecManager().find_kernel_specs() else "python3"
 
+KERNEL_NOISE = (b"running over TCP without encryption", b"KeyboardInterrupt caught in kernel")
+
 @contextmanager
-def quiet_kernel_warning(text: bytes = b"running over TCP without encryption"):
-    """The kernel inherits this process's stderr: pass everything through but ipykernel's warning about TCP
-    transport (printed by every kernel start, harmless on one machine, it filled every stage's log)."""
+def quiet_kernel_warning(noise=KERNEL_NOISE):
+    """The kernel inherits this process's stderr: pass everything through but ipykernel's log lines `noise`, the
+    warning about TCP transport (printed by every kernel start, harmless on one machine, it filled every stage's log)
+    and the interrupt papermill sends a failed kernel before shutting it down."""
     read, write = os.pipe()
     saved = os.dup(2); os.dup2(write, 2); os.close(write)
     def pump():
         with os.fdopen(read, "rb") as f:
             for line in f:
-                if text not in line: os.write(saved, line)
+                if not any(n in line for n in noise): os.write(saved, line)
     t = threading.Thread(target=pump, daemon=True); t.start()
     try: yield
     finally:

@@ -381,8 +381,10 @@ def save_prediction_figure(path, root, predictions: np.ndarray, meta: dict):
     plt.close(fig)
 
 # %% ../nbs/03_train.ipynb #4600096b
-def pending_jobs(params: dict, groups=None, runs_root="runs", data_root="data/prepared", stats_root="data/stats") -> list:
-    "The (cfg, seed, out_dir, data_root, stats_root) of every seed in `groups` of `params` without finished, current metrics."
+def pending_jobs(params: dict, groups=None, runs_root="runs", data_root="data/prepared", stats_root="data/stats", shard=(1, 1)) -> list:
+    """The (cfg, seed, out_dir, data_root, stats_root) of every seed in `groups` of `params` without finished, current
+    metrics, in share `shard` = (k, n). Shares are cut from the whole list, finished or not, so they stay disjoint
+    however far each worker has got."""
     jobs = []
     for group in groups or GROUPS:
         for key, run in params[group].items():
@@ -390,9 +392,8 @@ def pending_jobs(params: dict, groups=None, runs_root="runs", data_root="data/pr
             root = dataset_root(data_root, cfg["dataset"])
             rk = run_key(cfg, load_meta(root), load_stats(Path(stats_root) / cfg["dataset"] / "stats.json"))["key"]
             for seed in run["seeds"]:
-                out = Path(runs_root) / group / key / f"seed{seed}"
-                if finished_metrics(out, rk) is None: jobs.append((cfg, seed, out, data_root, stats_root))
-    return jobs
+                jobs.append((cfg, seed, Path(runs_root) / group / key / f"seed{seed}", data_root, stats_root, rk))
+    return [job[:-1] for job in share(jobs, *shard) if finished_metrics(job[2], job[-1]) is None]
 
 def share(jobs: list, k: int, n: int) -> list:
     "The k-th (1..n) of n disjoint shares of `jobs`: every n-th job from the k-th."
@@ -408,7 +409,7 @@ def default_per_device(device: torch.device, gpu_gb: float = 6.0) -> int:
 def pack(params_file="params.yaml", groups=None, per_device: int | None = None, gpu_gb: float = 6.0, shard=(1, 1),
          runs_root="runs", data_root="data/prepared", stats_root="data/stats", progress: bool = True) -> dict:
     "Train the pending seeds of `groups` in one pool, `per_device` at a time on each device; returns the aggregate throughput."
-    jobs = share(pending_jobs(load_params(params_file), groups, runs_root, data_root, stats_root), *shard)
+    jobs = pending_jobs(load_params(params_file), groups, runs_root, data_root, stats_root, shard)
     if not jobs: return {"jobs": 0}
     device = pick_device(jobs[0][0]["device"])
     n_dev = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 1
@@ -439,7 +440,7 @@ def main(argv=None):
         if not re.fullmatch(r"\d+/\d+", a.share): raise ValueError(f"--share {a.share!r}: expected k/N, e.g. 2/4")
         k, n = map(int, a.share.split("/"))
         if a.list:
-            for cfg, seed, out, *_ in share(pending_jobs(load_params(a.params), a.groups), k, n): print(f"{out}")
+            for cfg, seed, out, *_ in pending_jobs(load_params(a.params), a.groups, shard=(k, n)): print(out)
             return
         print(json.dumps(pack(a.params, a.groups, a.per_device, a.gpu_gb, (k, n))))
     except (ParamsError, ValueError, FileNotFoundError) as e: raise SystemExit(f"error: {e}")

@@ -55,6 +55,18 @@ def test_second_repro_does_nothing(checkout):
     assert "up to date" in sh("dvc status", checkout).stdout
 
 
+def test_dvc_metrics_and_plots_show_the_tables(checkout, tmp_path):
+    "The tables' numbers are DVC metrics and the figures DVC plots, so dvc metrics/plots/exp compare experiments."
+    shown = sh("dvc metrics show --json", checkout).stdout
+    for key in ("results/metrics/table6_1.json", "synthetic-segnet-pat", "miou_mean", "miou_tail_mean", "miou_ci"): assert key in shown, key
+    ours = json.loads((checkout / "results/metrics/table6_1.json").read_text())["t61"]["synthetic-segnet-pat"]["miou_mean"]
+    seeds = [_metrics(checkout, "t61", "synthetic-segnet-pat", s)["miou"] for s in (0, 1)]
+    assert ours == pytest.approx(sum(seeds) / 2, abs=1e-4)
+    sh(f"dvc plots show -o {tmp_path}/plots", checkout)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "fig4_5.png" in html and "fig6_3.png" in html
+
+
 def test_changing_one_loss_parameter_reruns_only_its_runs_and_tables(checkout):
     "`dvc status` lists only the LDAM runs; `dvc repro` then reruns them and exactly the tables built from them."
     params = yaml.safe_load((checkout / "params.yaml").read_text())
@@ -102,7 +114,7 @@ def test_killed_run_resumes_to_the_same_metrics(checkout, tmp_path):
     ("loss", "dice", "run.loss: expected one of ce, focal, cb, cbfocal, bms, ldam, blv, pat, got 'dice'"),
     ("model", "resnet", "run.model: expected one of segnet, unet"),
     ("loss_params", "{T: 0}", "run.loss_params: "),
-    ("iterations", "'3'", "run.iterations: expected an integer >= 1, got '3' (str)"),
+    ("iterations", '"3"', "run.iterations: expected an integer >= 1, got '3' (str)"),
     ("dataset", "nyuv2", "dataset 'nyuv2' (parameter `dataset`) is not prepared"),
 ])
 def test_invalid_settings_fail_before_training(checkout, tmp_path, param, value, message):
@@ -146,6 +158,8 @@ def test_bad_params_fail_at_once_with_one_line(checkout, tmp_path):
     try:
         _one_line_error(sh("python -m pat.pipeline use typo", checkout, check=False),
                         "profiles/typo.yaml: trian: unknown key; did you mean 'train'?")
+        listed = sh("python -m pat.pipeline list", checkout).stdout      # one broken profile does not break the list
+        assert "typo: (broken) profiles/typo.yaml: trian: unknown key" in listed and "\nci: Smoke test" in listed
     finally: prof.unlink()
     bad = tmp_path / "params.yaml"
     params = yaml.safe_load((checkout / "params.yaml").read_text())
@@ -205,3 +219,22 @@ def test_tables_hold_exactly_the_runs_and_seeds_of_the_params(checkout):
     sh("dvc repro table6_1", checkout)
     assert "| ldam " not in (checkout / "results/tables/table6_1.md").read_text()
     sh("python -m pat.pipeline use ci && dvc repro", checkout, timeout=1800)
+
+
+def test_an_edited_raw_label_reruns_prepare(checkout, tmp_path):
+    "Raw sources are watched: rewriting one CamVid label PNG makes `prepare@camvid` run again; an unchanged source does not."
+    from test_data import camvid_mask, make_camvid, png
+    src = make_camvid(tmp_path / "CamVid")
+    def enable(p):
+        p["data"].update(enabled=["synthetic", "camvid"], scanned=["camvid"],
+                         sources={**p["data"]["sources"], "camvid": "data/sources/camvid.json"})
+        p["data"]["camvid"]["path"] = str(src)
+    _set(checkout, enable)
+    try:
+        ran = lambda: set(re.findall(r"Running stage '([^']+)'", sh("dvc repro prepare@camvid", checkout).stdout))
+        assert ran() == {"source@camvid", "prepare@camvid"}
+        assert ran() == {"source@camvid"}                                   # rescanned, unchanged: not prepared again
+        png(src / "trainannot" / "train0.png", camvid_mask(1))
+        assert ran() == {"source@camvid", "prepare@camvid"}
+    finally:
+        sh("python -m pat.pipeline use ci", checkout)

@@ -164,3 +164,31 @@ def test_seed_workers_die_with_their_parent(data, tmp_path):
         time.sleep(0.2)
         alive = [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in Path(f"/proc/{c}/stat").read_text().split()[2]]
     assert not alive, f"seed workers {alive} outlived their parent"
+
+
+def test_pack_trains_the_pending_seeds_once_in_disjoint_shares(data, tmp_path):
+    "`pack` trains what the params list and is not finished; shares split the jobs; a finished seed is not trained again."
+    import yaml
+    from pat.pipeline import GROUPS
+    from pat.train import pack, pending_jobs, share
+    run = {**CFG, "seeds": [0, 1], "iterations": 2}
+    params = {"profile": "t", "datasets": ["synthetic"], "data": {"enabled": ["synthetic"]},
+              **{g: {} for g in GROUPS}, "t61": {"synthetic-segnet-pat": run, "synthetic-segnet-ce": {**run, "loss": "ce", "loss_params": {}}}}
+    params.update(t62=params["t61"], t63=params["t61"], ablation=params["t61"])
+    pf = tmp_path / "params.yaml"; pf.write_text(yaml.safe_dump(params))
+    kw = dict(runs_root=tmp_path / "runs", data_root=data / "prepared", stats_root=data / "stats")
+    jobs = pending_jobs(params, ["t61"], **kw)
+    assert [(j[0]["loss"], j[1]) for j in jobs] == [("pat", 0), ("pat", 1), ("ce", 0), ("ce", 1)]
+    assert [j[1:3] for j in share(jobs, 1, 2)] + [j[1:3] for j in share(jobs, 2, 2)] == [j[1:3] for j in jobs[0::2] + jobs[1::2]]
+    with pytest.raises(ValueError, match="share 3/2"): share(jobs, 3, 2)
+    res = pack(pf, ["t61"], shard=(1, 2), progress=False, **kw)
+    assert res["jobs"] == 2 and res["steps"] == 4 and res["steps_per_s"] > 0
+    assert pending_jobs(params, ["t61"], shard=(1, 2), **kw) == []
+    left = pending_jobs(params, ["t61"], **kw)
+    assert [j[1:3] for j in left] == [j[1:3] for j in share(jobs, 2, 2)] == [j[1:3] for j in pending_jobs(params, ["t61"], shard=(2, 2), **kw)]
+    # a packed seed is exactly what train_run gives: the DVC stage afterwards only finds it finished
+    packed = json.loads((tmp_path / "runs" / "t61" / "synthetic-segnet-pat" / "seed0" / "metrics.json").read_text())
+    alone = train_run({**CFG, "iterations": 2}, 0, tmp_path / "alone", data / "prepared", data / "stats", progress=False)
+    assert packed["confusion_matrix"] == alone["confusion_matrix"] and packed["run_key"] == alone["run_key"]
+    assert pack(pf, ["t61"], shard=(2, 2), progress=False, **kw)["jobs"] == 2
+    assert pack(pf, ["t61"], progress=False, **kw) == {"jobs": 0}

@@ -120,6 +120,26 @@ def _estimate(alone_sps: float, packed: dict):
           f"{steps / packed['steps_per_s'] / 60:.0f} min of training (SegNet's rate; one run alone: {steps / alone_sps / 60:.0f} min)")
 
 
+def flops(size=(360, 480)):
+    "Training FLOPs (forward + backward, per image) of the gpu profile's networks, and of the whole profile (CPU is enough)."
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from pat.models import build_model
+    from pat.pipeline import expand_profile, load_profile
+    profile = load_profile("gpu", ROOT / "profiles")
+    per_image = {}
+    for name, options in profile["models"].items():
+        net, x = build_model(name, 11, **options), torch.randn(2, 3, *size)      # batch 2: BatchNorm after pooling
+        with FlopCounterMode(display=False) as fc: net(x).sum().backward()
+        per_image[name] = fc.get_total_flops() / 2
+        print(f"{name}: {per_image[name] / 1e9:.0f} GFLOP per image, forward + backward", flush=True)
+    params = expand_profile(profile)
+    runs = [r for g in ("t61", "t62", "t63", "ablation") for r in params[g].values()]
+    total = sum(per_image[r["model"]] * r["batch_size"] * r["iterations"] * len(r["seeds"]) for r in runs)
+    print(f"gpu profile: {total / 1e15:.0f} PFLOP of training; at 200 / 250 / 400 TFLOP/s sustained: "
+          + " / ".join(f"{total / r / 60:.0f}" for r in (200e12, 250e12, 400e12)) + " min")
+
+
 def run(carry: Path, iterations: int):
     import torch
     _install(carry)
@@ -138,7 +158,11 @@ if __name__ == "__main__":
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack-camvid", help="re-encode a CamVid folder as JPEG + PNG masks (run here, on the CPU)")
     p.add_argument("src"); p.add_argument("dst"); p.add_argument("--quality", type=int, default=92)
+    sub.add_parser("flops", help="training FLOPs of the gpu profile's networks and of the whole profile (on the CPU)")
     r = sub.add_parser("run", help="the checks, on the GPU machine")
     r.add_argument("--carry", type=Path, default=ROOT / ".carry"); r.add_argument("--iterations", type=int, default=200)
     a = ap.parse_args()
-    pack_camvid(a.src, a.dst, a.quality) if a.cmd == "pack-camvid" else run(a.carry, a.iterations)
+    sys.path.insert(0, str(ROOT))
+    if a.cmd == "pack-camvid": pack_camvid(a.src, a.dst, a.quality)
+    elif a.cmd == "flops": flops()
+    else: run(a.carry, a.iterations)
