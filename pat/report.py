@@ -13,7 +13,8 @@ from .train import code_hash, config_hash, run_config
 
 # %% auto #0
 __all__ = ['THESIS_NAMES', 'LOWER_IS_BETTER', 'METRIC_LABELS', 'markdown_table', 'save_table', 'StaleRunError', 'load_runs',
-           'runs_note', 'mean_ci', 'fmt_ci', 'is_best', 'thesis_lookup', 'compare_table']
+           'runs_note', 'mean_ci', 'fmt_ci', 'is_best', 'table_metrics', 'save_metrics', 'thesis_lookup',
+           'compare_table']
 
 # %% ../nbs/04_report.ipynb #4becf68d
 def markdown_table(df: pd.DataFrame) -> str:
@@ -100,6 +101,21 @@ def is_best(means, lower_is_better: bool = False) -> list[bool]:
     if len(set(finite)) < 2: return [False] * len(means)
     best = (min if lower_is_better else max)(finite)
     return [m == best for m in means]
+
+# %% ../nbs/04_report.ipynb #97f12f22
+def table_metrics(runs: pd.DataFrame, group: str, metrics=("miou", "miou_tail")) -> dict:
+    """The numbers of a table for `dvc metrics show/diff` and `dvc exp show`: per run, the mean over seeds of each of
+    `metrics` and the 95% half-width of mIoU, nested as `<group>.<run>.<metric>` (DVC flattens it with dots)."""
+    out = {}
+    for run, sel in runs.groupby("run", sort=False):
+        cell = {f"{m}_mean": round(mean_ci(sel[m].tolist())[0], 4) for m in metrics if m in sel}
+        cell["miou_ci"] = round(mean_ci(sel["miou"].tolist())[1], 4)
+        out[run] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in cell.items()}
+    return {group: out}
+
+def save_metrics(metrics: dict, path):
+    "Write `metrics` as JSON (keys sorted, atomically): a metrics file declared in dvc.yaml."
+    with atomic_write(path) as f: json.dump(metrics, f, indent=1, sort_keys=True)
 
 # %% ../nbs/04_report.ipynb #dd12ee04
 def thesis_lookup(thesis: pd.DataFrame, table: str, metric: str, loss: str | None = None, model: str | None = None,
