@@ -14,7 +14,7 @@ from .train import code_hash, config_hash, run_config
 # %% auto #0
 __all__ = ['THESIS_NAMES', 'LOWER_IS_BETTER', 'METRIC_LABELS', 'markdown_table', 'save_table', 'StaleRunError', 'load_runs',
            'runs_note', 'mean_ci', 'fmt_ci', 'is_best', 'table_metrics', 'save_metrics', 'thesis_lookup',
-           'compare_table']
+           'compare_table', 'paired_diff', 'fmt_diff', 'diff_table', 'groups_and_diffs']
 
 # %% ../nbs/04_report.ipynb #4becf68d
 def markdown_table(df: pd.DataFrame) -> str:
@@ -69,7 +69,7 @@ def load_runs(runs_dir, params: dict, group: str) -> pd.DataFrame:
             c = m["config"]
             rows.append({"run": key, "seed": seed, "dataset": c["dataset"], "model": c["model"], "loss": c["loss"],
                          "T": c["loss_params"].get("T"), **{k: v for k, v in m.items() if not isinstance(v, (list, dict))},
-                         "iou": m["iou"]})
+                         "iou": m["iou"], "val_miou": m.get("val", {}).get("miou")})
     return pd.DataFrame(rows)
 
 def runs_note(runs: pd.DataFrame, group: str) -> str:
@@ -154,3 +154,49 @@ def compare_table(runs: pd.DataFrame, thesis: pd.DataFrame, table: str, row_keys
             out[f"{label} (ours)"] = cells
             out[f"{label} (thesis)"] = paper
     return out
+
+# %% ../nbs/04_report.ipynb #3eadacdb
+def paired_diff(runs: pd.DataFrame, metric: str, by: list, ref: str = "ce", key: str = "loss") -> pd.DataFrame:
+    """Per group of `by` (e.g. dataset, model) and per `key` value other than `ref`: the mean over seeds of
+    `metric` minus `ref`'s on the same seed, its 95% half-width, the number of paired seeds and whether the
+    interval excludes zero."""
+    rows = []
+    for group, sel in runs.groupby(by, sort=False):
+        base = sel[sel[key] == ref].set_index("seed")[metric]
+        for k, other in sel[sel[key] != ref].groupby(key, sort=False):
+            d = (other.set_index("seed")[metric] - base).dropna()
+            mean, half, n = mean_ci(d.tolist())
+            rows.append({**dict(zip(by, group if isinstance(group, tuple) else (group,))), key: k, "metric": metric,
+                         "diff": mean, "half": half, "n": n, "significant": n > 1 and not math.isnan(half) and abs(mean) > half})
+    return pd.DataFrame(rows)
+
+def fmt_diff(row, digits: int = 2) -> str:
+    "'+1.23 ± 0.45 *' (the star: the 95% interval excludes zero)."
+    if row["n"] == 0 or math.isnan(row["diff"]): return "–"
+    return f"{row['diff']:+.{digits}f}" + ("" if math.isnan(row["half"]) else f" ± {row['half']:.{digits}f}") + (" *" if row["significant"] else "")
+
+def diff_table(runs: pd.DataFrame, by: list, metrics=("miou", "miou_tail"), ref: str = "ce", key: str = "loss") -> pd.DataFrame:
+    "One row per group and `key` value, one column per metric: the paired difference to `ref`, formatted."
+    parts = [paired_diff(runs, m, by, ref, key) for m in metrics if m in runs]
+    if not parts or all(p.empty for p in parts): return pd.DataFrame()
+    long = pd.concat(parts)
+    long["cell"] = long.apply(fmt_diff, axis=1)
+    wide = long.pivot_table(index=[*by, key], columns="metric", values="cell", aggfunc="first", sort=False).reset_index()
+    wide.columns.name = None
+    return wide.rename(columns={m: f"Δ {METRIC_LABELS.get(m, m)} vs {ref}" for m in metrics})
+
+# %% ../nbs/04_report.ipynb #21c1a29d
+def groups_and_diffs(runs: pd.DataFrame, by: list, ref: str = "ce", key: str = "loss", digits: int = 2) -> pd.DataFrame:
+    """Per group of `by` and `key` value: head / mid / tail-class mIoU (mean ± 95% CI over seeds) and the paired
+    differences to `ref` in mIoU and tail mIoU (marked `*` when the interval excludes zero)."""
+    rows = []
+    for group, sel in runs.groupby([*by, key], sort=False):
+        row = dict(zip([*by, key], group))
+        for m in ("miou", "miou_head", "miou_mid", "miou_tail"):
+            row[METRIC_LABELS[m]] = fmt_ci(*mean_ci(sel[m].tolist())[:2], digits) if m in sel else "–"
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    diffs = diff_table(runs, by, ("miou", "miou_tail"), ref, key)
+    if diffs.empty: return out
+    out = out.merge(diffs, on=[*by, key], how="left")
+    return out.fillna({c: "(reference)" for c in diffs.columns if c not in (*by, key)})

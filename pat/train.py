@@ -288,7 +288,8 @@ def _train(cfg, seed, out, device, root, meta, stats, key, progress, stop_after,
     bar.close()
     metrics, predictions = evaluate(model, root, meta["num_classes"], meta["ignore_index"], device, cfg["eval_batch_size"],
                                     stats.get("groups"), cfg["n_predictions"])
-    metrics.update(run_key=key["key"], **{k: v for k, v in key.items() if k != "key"}, seed=seed, steps=step,
+    val, _ = evaluate(model, root, meta["num_classes"], meta["ignore_index"], device, cfg["eval_batch_size"], stats.get("groups"), 0, "val")
+    metrics.update(val={k: v for k, v in val.items() if k not in ("confusion_matrix", "dice")}, run_key=key["key"], **{k: v for k, v in key.items() if k != "key"}, seed=seed, steps=step,
                    device=str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
                    threads=cfg["threads"], sec_per_step=float(np.median(step_times)) if step_times else float("nan"),
                    steps_per_sec=1 / float(np.median(step_times)) if step_times else float("nan"),

@@ -192,3 +192,30 @@ def test_pack_trains_the_pending_seeds_once_in_disjoint_shares(data, tmp_path):
     assert packed["confusion_matrix"] == alone["confusion_matrix"] and packed["run_key"] == alone["run_key"]
     assert pack(pf, ["t61"], shard=(2, 2), progress=False, **kw)["jobs"] == 2
     assert pack(pf, ["t61"], progress=False, **kw) == {"jobs": 0}
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@cuda
+@pytest.mark.parametrize("loss", ["ce", "focal", "cb", "cbfocal", "bms", "ldam", "blv", "pat"])
+def test_every_loss_trains_on_cuda(data, tmp_path, loss):
+    params = {"focal": {"gamma": 2}, "cbfocal": {"gamma": 2}, "ldam": {"mu": 0.5, "s": 20}, "blv": {"sigma": 0.5}, "pat": {"T": 20}}
+    m = train_run({**CFG, "loss": loss, "loss_params": params.get(loss, {}), "device": "cuda"}, 0, tmp_path, data / "prepared", data / "stats", progress=False)
+    assert m["device"].startswith("cuda") and m["steps"] == 4 and np.isfinite(m["miou"]) and m["peak_memory_mb"] > 0
+
+
+@cuda
+def test_blv_resumes_its_noise_on_cuda(data, tmp_path):
+    cfg = {**CFG, "loss": "blv", "loss_params": {"sigma": 0.5}, "iterations": 6, "checkpoint_every": 2, "device": "cuda"}
+    straight = train_run(cfg, 0, tmp_path / "a", data / "prepared", data / "stats", progress=False)
+    train_run(cfg, 0, tmp_path / "b", data / "prepared", data / "stats", progress=False, stop_after=3)
+    resumed = train_run(cfg, 0, tmp_path / "b", data / "prepared", data / "stats", progress=False)
+    assert resumed["steps"] == 6 and resumed["miou"] == pytest.approx(straight["miou"], abs=2.0)   # cuDNN is not bitwise deterministic
+
+
+@cuda
+def test_seeds_share_the_gpu(data, tmp_path):
+    "On CUDA all seeds of a run train at once (spawned workers), each on a visible GPU in turn."
+    res = train_seeds({**CFG, "device": "cuda"}, [0, 1], tmp_path, data / "prepared", data / "stats", progress=False)
+    assert sorted(res) == [0, 1] and all(m["device"].startswith("cuda") for m in res.values())
