@@ -75,16 +75,17 @@ def _close(key, valid) -> str:
     return f"; did you mean {near[0]!r}?" if near else ""
 
 def keys(spec: dict, required=(), other=None):
-    "A mapping whose keys are those of `spec` (checked by their check); any other key is checked by `other`, or rejected."
+    """A mapping whose keys are those of `spec` (checked by their check); any other key is checked by `other`, or
+    rejected. Unknown and missing keys are reported before any value is checked: a typo is named first."""
     def check(v, path):
         if not isinstance(v, dict): fail(path, f"expected a mapping of settings, {got(v)}")
+        sub = lambda k: f"{path}.{k}" if path else str(k)
+        if other is None:
+            for k in v:
+                if k not in spec: fail(sub(k), "unknown key" + (_close(k, spec) or f" (valid: {', '.join(map(str, spec))})"))
         for k in required:
             if k not in v: fail(path, f"`{k}` is missing")
-        for k, x in v.items():
-            sub = f"{path}.{k}" if path else str(k)
-            if k in spec: spec[k](x, sub)
-            elif other is not None: other(x, sub)
-            else: fail(sub, "unknown key" + (_close(k, spec) or f" (valid: {', '.join(map(str, spec))})"))
+        for k, x in v.items(): (spec[k] if k in spec else other)(x, sub(k))
     return check
 
 # %% ../nbs/09_schema.ipynb #7b5ff759
