@@ -46,7 +46,7 @@ bench: venv
 ## What the GPU machine needs beside the checkout (see tools/device_check.py): .carry/wheels and .carry/camvid
 CAMVID ?= $(or $(PAT_CAMVID_DIR),../shared/data/camvid)
 carry: venv
-	$(BIN)/python -m pip download --quiet --no-deps --dest .carry/wheels segmentation-models-pytorch==0.6.0
+	$(BIN)/python -m pip download --quiet --no-deps --dest .carry/wheels segmentation-models-pytorch==0.6.0 hypothesis==6.170.17 sortedcontainers attrs
 	test -d .carry/camvid || $(BIN)/python tools/device_check.py pack-camvid $(CAMVID) .carry/camvid
 
 ## On a GPU machine (PyTorch with CUDA): the CUDA tests, a step of every loss x model, a packed slice of the gpu profile

@@ -299,6 +299,9 @@ class PATLoss(SegLoss):
     def loss(self, logits, target):
         from pat.fused import pat_loss_fused  # imported here: pat.fused is exported after this notebook
         fn = pat_loss_fused if self.fused else pat_loss_reference
+        if self.fused and logits.is_cuda:  # Triton kernels on CUDA when available (nbs/11_triton)
+            from pat.triton_pat import pat_loss_triton, use_triton
+            if use_triton(logits): fn = pat_loss_triton
         return fn(logits, target, self.T, self.eps, self.normalize, self.curve, self.detach_weight, self.ignore_index)
 
 # %% ../nbs/00_losses.ipynb #c66fb03f

@@ -34,7 +34,7 @@ def pack_camvid(src, dst, quality: int = 92):
 
 
 def _install(carry: Path):
-    "The carried wheels (segmentation-models-pytorch), without dependencies: the GPU machine has the rest."
+    "The carried wheels (segmentation-models-pytorch; hypothesis for the tests), without dependencies: the GPU machine has the rest."
     wheels = sorted(glob.glob(str(carry / "wheels" / "*.whl")))
     if wheels: subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *wheels], check=True)
     sys.path.insert(0, str(ROOT))
@@ -53,7 +53,7 @@ def _prepare_camvid(carry: Path, out: Path):
 
 def _cuda_tests():
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-k", "cuda", "tests/test_losses.py", "tests/test_fused.py",
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-k", "cuda", "tests/test_losses.py", "tests/test_fused.py", "tests/test_triton.py", "tests/test_train.py",
                         "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True)
     print(f"## CUDA tests ({time.time() - t0:.0f} s): " + (r.stdout.strip().splitlines() or ["no output"])[-1])
     if r.returncode not in (0, 5): print(r.stdout[-3000:], r.stderr[-2000:])
