@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['VGG16_STAGES', 'SMP_ARCHS', 'MODEL_NAMES', 'conv_bn_relu', 'n_params', 'scale_channels', 'SegNet', 'AttentionGate',
-           'double_conv', 'AttentionUNet', 'smp_model', 'PadToMultiple', 'build_model']
+           'double_conv', 'AttentionUNet', 'smp_class', 'smp_model', 'PadToMultiple', 'build_model']
 
 # %% ../nbs/01_models.ipynb #17eccedb
 import inspect, math
@@ -12,7 +12,6 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import segmentation_models_pytorch as smp
 
 # %% ../nbs/01_models.ipynb #b6daeaf5
 def _check_int(name, v, lo):
@@ -129,7 +128,12 @@ class AttentionUNet(nn.Module):
         return [gate.alpha for gate in self.gates]
 
 # %% ../nbs/01_models.ipynb #8f1640fe
-SMP_ARCHS = dict(unet=smp.Unet, unetpp=smp.UnetPlusPlus, dlv3=smp.DeepLabV3, dlv3p=smp.DeepLabV3Plus)
+SMP_ARCHS = dict(unet="Unet", unetpp="UnetPlusPlus", dlv3="DeepLabV3", dlv3p="DeepLabV3Plus")   # smp's class names
+
+def smp_class(arch: str):
+    "The smp class of `arch`; smp (and timm, ~2 s) are imported only when an smp model is built or its options read."
+    import segmentation_models_pytorch as smp
+    return getattr(smp, SMP_ARCHS[arch])
 
 def _check_encoder(encoder, encoder_weights):
     "Raise a `ValueError` naming `encoder` / `encoder_weights` if smp does not know them."
@@ -148,7 +152,7 @@ def smp_model(arch, num_classes, in_channels=3, encoder="resnet101", encoder_wei
     _check_int('num_classes', num_classes, 2); _check_int('in_channels', in_channels, 1)
     _check_encoder(encoder, encoder_weights)
     try:
-        return SMP_ARCHS[arch](encoder_name=encoder, encoder_weights=encoder_weights,
+        return smp_class(arch)(encoder_name=encoder, encoder_weights=encoder_weights,
                                in_channels=in_channels, classes=num_classes, **kwargs)
     except OSError as e:  # hub / URL / connection errors are all OSErrors
         if encoder_weights is None: raise
@@ -187,7 +191,7 @@ _BUILDERS = dict(segnet=SegNet, attunet=AttentionUNet, **{k: partial(smp_model, 
 def _options(name):
     "Option names `build_model` accepts for model `name`."
     if name in SMP_ARCHS:
-        ps = inspect.signature(SMP_ARCHS[name]).parameters
+        ps = inspect.signature(smp_class(name)).parameters
         return {'encoder', 'encoder_weights', *(p for p, v in ps.items() if v.kind == v.POSITIONAL_OR_KEYWORD)} \
             - {'encoder_name', 'classes', 'in_channels', 'activation', 'aux_params'}  # keep: logits only
     return set(inspect.signature(_BUILDERS[name]).parameters) - {'num_classes', 'in_channels'}

@@ -53,8 +53,9 @@ _OPTION_CHECKS = {"width": number(0, open_lo=True), "base_channels": integer(1),
                   "decoder_channels": either(integer(1), list_of(integer(1), 1), what="a positive integer or a list of them")}
 
 def model_options(model: str):
-    "Check of the options of `model`: the keyword arguments `build_model` takes for it."
-    return keys({o: _OPTION_CHECKS.get(o, anything) for o in sorted(models._options(model))})
+    "Check of the options of `model`: the keyword arguments `build_model` takes for it (read when first needed)."
+    def check(v, path): keys({o: _OPTION_CHECKS.get(o, anything) for o in sorted(models._options(model))})(v, path)
+    return check
 
 def _loss_keys(cls) -> list[str]:
     names = {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}

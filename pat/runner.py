@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 import yaml
 import pat
+from .schema import read_yaml
 
 # %% auto #0
 __all__ = ['KERNEL_NOISE', 'CHECK_CODE', 'kernel_name', 'quiet_kernel_warning', 'NotebookFailed', 'run_notebook',
@@ -68,8 +69,9 @@ CHECK_CODE = ("schema.py", "pipeline.py", "data.py", "losses.py", "models.py")  
 def check_params_file(path, cache_dir=None) -> bool:
     """Check a params file as `pat.pipeline.load_params` does, unless this file with this checking code has passed
     before (a stamp in `cache_dir`, default ~/.cache/pat/params-checked). Returns whether it was checked now."""
+    read_yaml(path)                                # a missing file or a YAML error: named at once, before torch loads
     pkg = Path(pat.__file__).parent
-    h = hashlib.sha256(Path(path).read_bytes() if Path(path).is_file() else b"missing")
+    h = hashlib.sha256(Path(path).read_bytes())
     for name in CHECK_CODE: h.update((pkg / name).read_bytes())
     stamp = Path(cache_dir or Path.home() / ".cache" / "pat" / "params-checked") / h.hexdigest()
     if stamp.exists(): return False
