@@ -4,12 +4,13 @@
 
 # %% ../nbs/08_files.ipynb #e6db5366
 from __future__ import annotations
-import os, tempfile
+import hashlib, os, tempfile
 from contextlib import contextmanager
 from pathlib import Path
+import pat
 
 # %% auto #0
-__all__ = ['umask', 'apply_umask', 'atomic_write']
+__all__ = ['umask', 'apply_umask', 'atomic_write', 'source_hash']
 
 # %% ../nbs/08_files.ipynb #197f2759
 def umask() -> int:
@@ -42,3 +43,10 @@ def atomic_write(path, mode: str = "w"):
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
         raise
+
+# %% ../nbs/08_files.ipynb #dc1df1b3
+def source_hash(names, extra: bytes = b"") -> str:
+    "sha256 (hex) of `extra` and of the source of the package's modules `names` (e.g. 'train.py'): it changes when any of them does."
+    h = hashlib.sha256(extra)
+    for name in names: h.update((Path(pat.__file__).parent / name).read_bytes())
+    return h.hexdigest()

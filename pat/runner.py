@@ -4,11 +4,11 @@
 
 # %% ../nbs/10_runner.ipynb #b18ab551
 from __future__ import annotations
-import hashlib, os, sys, threading
+import os, sys, threading
 from contextlib import contextmanager
 from pathlib import Path
 import yaml
-import pat
+from .files import source_hash
 from .schema import read_yaml
 
 # %% auto #0
@@ -70,10 +70,8 @@ def check_params_file(path, cache_dir=None) -> bool:
     """Check a params file as `pat.pipeline.load_params` does, unless this file with this checking code has passed
     before (a stamp in `cache_dir`, default ~/.cache/pat/params-checked). Returns whether it was checked now."""
     read_yaml(path)                                # a missing file or a YAML error: named at once, before torch loads
-    pkg = Path(pat.__file__).parent
-    h = hashlib.sha256(Path(path).read_bytes())
-    for name in CHECK_CODE: h.update((pkg / name).read_bytes())
-    stamp = Path(cache_dir or Path.home() / ".cache" / "pat" / "params-checked") / h.hexdigest()
+    digest = source_hash(CHECK_CODE, Path(path).read_bytes())
+    stamp = Path(cache_dir or Path.home() / ".cache" / "pat" / "params-checked") / digest
     if stamp.exists(): return False
     from pat.pipeline import load_params           # imports torch: only when a check is needed
     load_params(path)

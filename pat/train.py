@@ -11,12 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-import pat
 from .data import SegDataset, load_meta, load_stats, make_loader
 from .losses import get_loss, COUNT_LOSSES
 from .models import build_model
 from .pipeline import GROUPS, ParamsError, TRAIN_DEFAULTS, check_run, load_params
-from .files import atomic_write
+from .files import atomic_write, source_hash
 try: from dvclive import Live
 except ImportError: Live = None     # optional: the pipeline has it; a bare GPU machine may not
 
@@ -70,9 +69,7 @@ CODE_FILES = ("data.py", "fused.py", "losses.py", "models.py", "train.py")
 
 def code_hash() -> str:
     "A short hash of the source of the modules a run executes."
-    h = hashlib.sha256()
-    for name in CODE_FILES: h.update((Path(pat.__file__).parent / name).read_bytes())
-    return h.hexdigest()[:16]
+    return source_hash(CODE_FILES)[:16]
 
 def data_hash(meta: dict, stats: dict) -> str:
     "A short hash of a prepared dataset's contents (array checksums, classes) and the statistics the losses use."
