@@ -194,7 +194,39 @@ def test_pack_trains_the_pending_seeds_once_in_disjoint_shares(data, tmp_path):
     assert pack(pf, ["t61"], progress=False, **kw) == {"jobs": 0}
 
 
+def _batches_agree(data, device):
+    "GPU-resident batches (cut, scaled and flipped on the device) equal those read per image from the memory map."
+    cfg = {**run_config(CFG), "batch_size": 5, "flip": True}
+    read = T.TrainBatches(data / "prepared" / "synthetic", cfg, 3, torch.device("cpu"), resident=False)
+    resident = T.TrainBatches(data / "prepared" / "synthetic", cfg, 3, device, resident=True)
+    for step in (0, 1, 2, 7):                                   # 16 images, batch 5: a new epoch at step 3
+        (xa, ya), (xb, yb) = read(step), resident(step)
+        assert xb.device.type == device.type and xb.dtype == torch.float32 and yb.dtype == torch.int64
+        assert torch.equal(xa, xb.cpu()) and torch.equal(ya, yb.cpu()), step
+    assert xb.is_contiguous(memory_format=torch.channels_last)
+    flipped = [not torch.equal(read(s)[0], T.TrainBatches(data / "prepared" / "synthetic", {**cfg, "flip": False}, 3,
+                                                          torch.device("cpu"))(s)[0]) for s in range(4)]
+    assert any(flipped)                                         # the flip really happened in the compared batches
+
+
+def test_resident_batches_equal_read_batches(data):
+    _batches_agree(data, torch.device("cpu"))
+
+
+def test_step_timer_counts_steps():
+    timer = T.StepTimer(torch.device("cpu"))
+    assert np.isnan(timer.median()) and timer.wall() == 0.0
+    for pause in (0.01, 0.03, 0.02):
+        timer.start(); time.sleep(pause); timer.stop()
+    assert 0.02 <= timer.median() < 0.03 + 0.05 and timer.wall() >= 0.06
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@cuda
+def test_resident_batches_on_cuda(data):
+    _batches_agree(data, torch.device("cuda"))
 
 
 @cuda
