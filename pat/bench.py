@@ -15,9 +15,9 @@ import torch.nn.functional as F
 __all__ = ['SHAPES', 'QUICK_SHAPES', 'BASELINE', 'REGISTRY', 'EXTRA', 'LOSS_NAMES', 'IGNORE_INDEX', 'TABLE_COLUMNS',
            'set_threads', 'settings', 'power_law_counts', 'synthetic_batch', 'make_loss', 'run_once',
            'time_interleaved', 'summarize', 'peak_rss_bytes', 'peak_cuda_bytes', 'memory_worker',
-           'memory_in_subprocess', 'make_model', 'make_train_step', 'bench_losses', 'bench_scaling', 'scaling_slopes',
-           'bench_train', 'bench_memory', 'to_markdown', 'join_memory', 'plot_fig6_3', 'target_check',
-           'fused_vs_reference', 'run_bench', 'main']
+           'memory_in_subprocess', 'make_model', 'make_train_step', 'min_bytes', 'copy_bandwidth', 'bench_losses',
+           'bench_scaling', 'scaling_slopes', 'bench_train', 'bench_memory', 'to_markdown', 'join_memory',
+           'plot_fig6_3', 'target_check', 'fused_vs_reference', 'run_bench', 'main']
 
 # %% ../nbs/06_bench.ipynb #1f53a8bb
 SHAPES = {"OxfordPetIII": (3, 256, 256), "CityScapes": (20, 256, 512), "NYU": (14, 288, 384)}
@@ -192,6 +192,18 @@ def make_train_step(name: str, cfg: dict, device="cpu", model=None, opt=None):
     return step, (model, opt)
 
 # %% ../nbs/06_bench.ipynb #09c26e20
+def min_bytes(B: int, C: int, H: int, W: int) -> int:
+    "The least memory traffic of a loss's forward+backward: float32 logits read twice and their gradient written once, int64 targets read once."
+    return 3 * 4 * B * C * H * W + 8 * B * H * W
+
+def copy_bandwidth(device, nbytes: int = 2**30, repeats: int = 5) -> float:
+    "Bytes per second of a device-to-device copy (read and write counted), best of `repeats`: the bandwidth a loss can reach."
+    x = torch.empty(nbytes // 4, device=device); y = torch.empty_like(x)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        _sync(device); t0 = time.perf_counter(); y.copy_(x); _sync(device); best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best
+
 def bench_losses(cfg: dict, device="cpu", names=LOSS_NAMES) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Forward+backward time of every loss at every dataset shape: (summary, raw)."
     sums, raws = [], []
@@ -201,7 +213,7 @@ def bench_losses(cfg: dict, device="cpu", names=LOSS_NAMES) -> tuple[pd.DataFram
         raw = time_interleaved(fns, {n: () for n in names}, cfg["repeats"], device)
         shape = f"[{cfg['batch']},{C},{H},{W}]"
         raws.append(raw.assign(dataset=dataset, device=str(device)))
-        sums.append(summarize(raw).assign(dataset=dataset, shape=shape, device=str(device)))
+        sums.append(summarize(raw).assign(dataset=dataset, shape=shape, device=str(device), min_bytes=min_bytes(cfg["batch"], C, H, W)))
         del x, y, fns; gc.collect()
     return pd.concat(sums, ignore_index=True), pd.concat(raws, ignore_index=True)
 
@@ -328,7 +340,8 @@ def fused_vs_reference(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 TABLE_COLUMNS = ["device", "dataset", "shape", "loss", "time_ms_median", "time_ms_min", "time_ms_max",
-                 "time_ratio_median", "time_ratio_min", "time_ratio_max", "peak_mb", "mem_ratio", "repeats", "memory_method"]
+                 "time_ratio_median", "time_ratio_min", "time_ratio_max", "peak_mb", "mem_ratio", "gb_per_s", "bandwidth_frac",
+                 "repeats", "memory_method"]
 
 def run_bench(out="results/bench", fig="results/figures/fig6_3.png", quick=False, repeats=None,
               batch=4, devices=None, threads: int = 1, names=LOSS_NAMES, log=print) -> dict:
@@ -345,8 +358,10 @@ def run_bench(out="results/bench", fig="results/figures/fig6_3.png", quick=False
         s, raw = bench_losses(cfg, dev, names); log(f"[{dev}] losses {time.time() - t0:.0f}s")
         sc = bench_scaling(cfg, dev, names); log(f"[{dev}] scaling {time.time() - t0:.0f}s")
         tr, tr_raw = bench_train(cfg, dev, names); log(f"[{dev}] train step {time.time() - t0:.0f}s")
-        table = join_memory(s, mem, "loss")[TABLE_COLUMNS]
-        train = join_memory(tr, mem, "train")[TABLE_COLUMNS]
+        bandwidth = copy_bandwidth(dev); env.setdefault("copy_gb_per_s", {})[dev] = round(bandwidth / 1e9, 1)
+        s = s.assign(gb_per_s=s.min_bytes / (s.time_ms_median / 1e3) / 1e9)   # at the least traffic: a lower bound
+        table = join_memory(s.assign(bandwidth_frac=s.gb_per_s * 1e9 / bandwidth), mem, "loss")[TABLE_COLUMNS]
+        train = join_memory(tr, mem, "train").reindex(columns=TABLE_COLUMNS)
         tables.append(table); trains.append(train); scalings.append(sc); raws.append(raw); train_raws.append(tr_raw)
         dev_fig = fig if dev == "cpu" else str(Path(fig).with_name(Path(fig).stem + f"_{dev}.png"))
         plot_fig6_3(raw, table, tr_raw, train, sc, dev_fig,
@@ -364,6 +379,8 @@ def run_bench(out="results/bench", fig="results/figures/fig6_3.png", quick=False
             f"{env['cpu_count']} CPUs / {env['torch_threads']} threads{', ' + env['cuda'] if env['cuda'] else ''}; "
             f"{cfg['repeats']} interleaved repeats; load average before {env['loadavg_before']}, after {env['loadavg_after']}. "
             "Ratios are to plain F.cross_entropy in the same run (time: per repeat, then median/min/max). "
+            f"gb_per_s: the least bytes a loss must move (logits read twice, gradient written once, targets read) over its median time; "
+            f"bandwidth_frac: that over a device-to-device copy's bandwidth measured here ({env['copy_gb_per_s']} GB/s). "
             f"{'CPU threads: ' + str(cfg['threads']) + '. ' if cfg['threads'] else ''}"
             f"Peak memory on CPU: VmHWM - VmRSS in a fresh subprocess {'per loss' if cfg['isolate'] == 'loss' else 'for all losses'} (see pat.bench).\n\n")
     (out / "table5_2.md").write_text("# Table 5.2, measured: loss forward+backward cost\n\n" + note
