@@ -25,7 +25,7 @@ repro: venv
 repro-gpu: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pat.pipeline use gpu
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $$($(BIN)/dvc stage list --name-only | grep -E '^(source|prepare|stats)@' | tr '\n' ' ')
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pat.train pack
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pat.train pack --per-device 6
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 ## Every test: package in sync with the notebooks, notebooks clean, nbdev_test, pytest
@@ -46,12 +46,12 @@ bench: venv
 ## What the GPU machine needs beside the checkout (see tools/device_check.py): .carry/wheels and .carry/camvid
 CAMVID ?= $(or $(PAT_CAMVID_DIR),../shared/data/camvid)
 carry: venv
-	$(BIN)/python -m pip download --quiet --no-deps --dest .carry/wheels segmentation-models-pytorch==0.6.0 hypothesis==6.170.17 sortedcontainers attrs
+	$(BIN)/python -m pip download --quiet --no-deps --dest .carry/wheels segmentation-models-pytorch==0.6.0
 	test -d .carry/camvid || $(BIN)/python tools/device_check.py pack-camvid $(CAMVID) .carry/camvid
 
 ## On a GPU machine (PyTorch with CUDA): the CUDA tests, a step of every loss x model, a packed slice of the gpu profile
 device-check:
-	python3 tools/device_check.py run --carry .carry
+	python3 tools/device_check.py run --carry .carry --out $${OUT:-.device-check/out}
 
 clean-venv:
 	rm -rf $(VENV)
