@@ -16,11 +16,11 @@ from .schema import (ParamsError, anything, boolean, choice, either, fail, got, 
                         optional, read_yaml, string)
 
 # %% auto #0
-__all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATION', 'THESIS_GRID', 'TRAIN_DEFAULTS',
-           'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'RUN_REQUIRED', 'GROUPS', 'GENERATED', 'PROFILES_DIR',
-           'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'check_run', 'check_params', 'load_params',
-           'source_stages', 'run_entry', 'expand_profile', 'deep_merge', 'profile_names', 'load_profile', 'use_profile',
-           'run_settings', 'main']
+__all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATION', 'GROUPS', 'THESIS_GRID', 'TRAIN_DEFAULTS',
+           'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'RUN_REQUIRED', 'GENERATED', 'PROFILES_DIR', 'PARAMS_HEADER',
+           'model_options', 'loss_params', 'profile_spec', 'check_run', 'check_params', 'load_params', 'source_stages',
+           'run_entry', 'expand_profile', 'deep_merge', 'profile_names', 'load_profile', 'use_profile', 'run_settings',
+           'main']
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
 ALL_LOSSES = tuple(LOSSES)       # ce focal cb cbfocal bms ldam blv pat
@@ -34,9 +34,12 @@ ABLATION = (("ce", "ce", None),
             ("pat", "pat", {}),                                        # both (the thesis's PAT)
             ("pat-curve-table51", "pat", {"curve": "table5.1"}))       # the curve behind Table 5.1 (no dot: DVC reads dots as nesting)
 
+GROUPS = ("t61", "t62", "t63", "ablation")   # the run groups: Tables 6.1-6.3 and the ablation
+
 # The thesis's grid; a profile may narrow it with `grid:` (the `ci` profile does, to stay small).
-THESIS_GRID = {"losses": list(ALL_LOSSES), "t62_models": list(T62_MODELS), "t63_models": list(T63_MODELS),
-               "temperatures": list(T63_TEMPERATURES), "ablation": [a[0] for a in ABLATION]}
+# `t61_model` trains Table 6.1 and the ablation; `seeds` may give a group its own seeds (default: the profile's).
+THESIS_GRID = {"losses": list(ALL_LOSSES), "t61_model": "segnet", "t62_models": list(T62_MODELS), "t63_models": list(T63_MODELS),
+               "temperatures": list(T63_TEMPERATURES), "ablation": [a[0] for a in ABLATION], "seeds": {}}
 
 # %% ../nbs/07_pipeline.ipynb #90feca2b
 TRAIN_DEFAULTS = dict(lr=1e-3, batch_size=8, iterations=1000, checkpoint_every=100, eval_batch_size=16, num_workers=0,
@@ -75,7 +78,8 @@ def loss_params(loss: str):
 # %% ../nbs/07_pipeline.ipynb #a2545035
 def _names(*valid): return list_of(choice(*valid), 1, unique=True)
 
-GRID_SPEC = {"losses": _names(*ALL_LOSSES), "t62_models": _names(*T62_MODELS), "t63_models": _names(*MODEL_NAMES),
+GRID_SPEC = {"losses": _names(*ALL_LOSSES), "t61_model": choice(*MODEL_NAMES), "t62_models": _names(*T62_MODELS),
+             "t63_models": _names(*MODEL_NAMES), "seeds": keys({g: list_of(integer(0), 1, unique=True) for g in GROUPS}),
              "temperatures": list_of(number(0, open_lo=True), 1, unique=True), "ablation": _names(*(a[0] for a in ABLATION))}
 BENCH_SPEC = {"quick": boolean, "repeats": integer(1), "batch": integer(1), "threads": integer(0)}   # pat.bench's options
 
@@ -97,8 +101,6 @@ def check_run(run: dict, path: str = "run", enabled=None) -> dict:
     model_options(run["model"])(run.get("model_options", {}), f"{path}.model_options")
     loss_params(run["loss"])(run.get("loss_params", {}), f"{path}.loss_params")
     return {"model_options": {}, "loss_params": {}, **TRAIN_DEFAULTS, **run}
-
-GROUPS = ("t61", "t62", "t63", "ablation")
 
 def check_params(params: dict, where: str = "params.yaml") -> dict:
     "Check an expanded params file (what `use_profile` writes, perhaps edited by hand); errors start with `where`."
@@ -131,28 +133,29 @@ def source_stages(datasets) -> dict:
     return {"scanned": [d for d in datasets if d not in GENERATED],
             "sources": {d: "pat/data.py" if d in GENERATED else f"data/sources/{d}.json" for d in datasets}}
 
-def run_entry(profile: dict, dataset: str, model: str, loss: str, extra: dict | None = None) -> dict:
-    "The full settings of one run: dataset, model and its options, loss and its parameters, training settings."
+def run_entry(profile: dict, dataset: str, model: str, loss: str, extra: dict | None = None, seeds=None) -> dict:
+    "The full settings of one run: dataset, model and its options, loss and its parameters, seeds, training settings."
     params = {**profile["losses"].get(loss, {}), **(extra or {})}
     return {"dataset": dataset, "model": model, "model_options": dict(profile["models"].get(model, {})),
-            "loss": loss, "loss_params": params, "seeds": list(profile["seeds"]), **profile["train"]}
+            "loss": loss, "loss_params": params, "seeds": list(seeds or profile["seeds"]), **profile["train"]}
 
 def expand_profile(profile: dict) -> dict:
     "params.yaml content for a (checked) profile: its settings plus one entry per run in groups t61, t62, t63, ablation."
     p = copy.deepcopy(profile)
     grid = {**THESIS_GRID, **p.get("grid", {})}
-    groups = {g: {} for g in GROUPS}
+    groups, m61, seeds = {g: {} for g in GROUPS}, grid["t61_model"], grid["seeds"]
     for ds in p["datasets"]:
         for loss in grid["losses"]:
-            groups["t61"][f"{ds}-segnet-{loss}"] = run_entry(p, ds, "segnet", loss)
+            groups["t61"][f"{ds}-{m61}-{loss}"] = run_entry(p, ds, m61, loss, seeds=seeds.get("t61"))
         for model in grid["t62_models"]:
             for loss in grid["losses"]:
-                if loss != "bms": groups["t62"][f"{ds}-{model}-{loss}"] = run_entry(p, ds, model, loss)
+                if loss != "bms": groups["t62"][f"{ds}-{model}-{loss}"] = run_entry(p, ds, model, loss, seeds=seeds.get("t62"))
         for model in grid["t63_models"]:
             for T in grid["temperatures"]:
-                groups["t63"][f"{ds}-{model}-pat-T{T}"] = run_entry(p, ds, model, "pat", {"T": T})
+                groups["t63"][f"{ds}-{model}-pat-T{T}"] = run_entry(p, ds, model, "pat", {"T": T}, seeds.get("t63"))
         for name, loss, extra in ABLATION:
-            if name in grid["ablation"]: groups["ablation"][f"{ds}-segnet-{name}"] = run_entry(p, ds, "segnet", loss, extra)
+            if name in grid["ablation"]:
+                groups["ablation"][f"{ds}-{m61}-{name}"] = run_entry(p, ds, m61, loss, extra, seeds.get("ablation"))
     header = {"profile": p["name"], "description": p.get("description", ""), "datasets": p["datasets"]}
     data = {**p["data"], **source_stages(p["datasets"])}
     return check_params({**header, "data": data, "bench": p.get("bench", {}), **groups}, f"profile {p['name']!r}")
