@@ -225,8 +225,8 @@ def main(argv=None):
     try:
         if a.cmd == "use":
             params = use_profile(a.name)
-            n, seeds = sum(len(params[g]) for g in GROUPS), next(iter(params["t61"].values()))["seeds"]
-            print(f"params.yaml now holds profile {a.name!r}: {n} runs x {len(seeds)} seeds")
+            runs = [r for g in GROUPS for r in params[g].values()]
+            print(f"params.yaml now holds profile {a.name!r}: {len(runs)} runs, {sum(len(r['seeds']) for r in runs)} seeds")
         elif a.cmd == "check":
             load_params(a.file); print(f"{a.file}: ok")
         else:
