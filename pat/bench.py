@@ -363,7 +363,7 @@ def run_bench(out="results/bench", fig="results/figures/fig6_3.png", quick=False
         table = join_memory(s.assign(bandwidth_frac=s.gb_per_s * 1e9 / bandwidth), mem, "loss")[TABLE_COLUMNS]
         train = join_memory(tr, mem, "train").reindex(columns=TABLE_COLUMNS)
         tables.append(table); trains.append(train); scalings.append(sc); raws.append(raw); train_raws.append(tr_raw)
-        dev_fig = fig if dev == "cpu" else str(Path(fig).with_name(Path(fig).stem + f"_{dev}.png"))
+        dev_fig = fig if dev == devices[0] else str(Path(fig).with_name(Path(fig).stem + f"_{dev}.png"))   # the first device: `fig`
         plot_fig6_3(raw, table, tr_raw, train, sc, dev_fig,
                     title=f"Loss cost on {env['cuda'] if dev == 'cuda' else f'CPU ({os.cpu_count()} cores)'}"
                           f"{' (quick)' if quick else ''}")

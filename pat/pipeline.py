@@ -81,7 +81,8 @@ def _names(*valid): return list_of(choice(*valid), 1, unique=True)
 GRID_SPEC = {"losses": _names(*ALL_LOSSES), "t61_model": choice(*MODEL_NAMES), "t62_models": _names(*T62_MODELS),
              "t63_models": _names(*MODEL_NAMES), "seeds": keys({g: list_of(integer(0), 1, unique=True) for g in GROUPS}),
              "temperatures": list_of(number(0, open_lo=True), 1, unique=True), "ablation": _names(*(a[0] for a in ABLATION))}
-BENCH_SPEC = {"quick": boolean, "repeats": integer(1), "batch": integer(1), "threads": integer(0)}   # pat.bench's options
+BENCH_SPEC = {"quick": boolean, "repeats": integer(1), "batch": integer(1), "threads": integer(0),   # pat.bench's options
+              "device": list_of(choice("cpu", "cuda"), 1, unique=True)}
 
 def profile_spec(partial: bool = False):
     "Check of a profile file (`partial`: one of the files merged, so nothing is required) or of the merged profile."
