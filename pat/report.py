@@ -13,7 +13,7 @@ from .train import code_hash, config_hash, run_config
 
 # %% auto #0
 __all__ = ['THESIS_NAMES', 'LOWER_IS_BETTER', 'METRIC_LABELS', 'markdown_table', 'save_table', 'StaleRunError', 'load_runs',
-           'runs_note', 'mean_ci', 'fmt_ci', 'is_best', 'table_metrics', 'save_metrics', 'thesis_lookup',
+           'runs_note', 'mean_ci', 'seed_sd', 'fmt_ci', 'is_best', 'table_metrics', 'save_metrics', 'thesis_lookup',
            'compare_table', 'paired_diff', 'fmt_diff', 'diff_table', 'groups_and_diffs']
 
 # %% ../nbs/04_report.ipynb #4becf68d
@@ -90,9 +90,15 @@ def mean_ci(values) -> tuple[float, float, int]:
     sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
     return mean, stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n), n
 
-def fmt_ci(mean: float, half: float, digits: int = 2) -> str:
-    "'12.34 ± 0.56' (or just the mean when there is no interval)."
+def seed_sd(half: float, n: int) -> float:
+    "The standard deviation over `n` seeds behind a 95% Student-t half-width `half`."
+    return half * math.sqrt(n) / stats.t.ppf(0.975, n - 1)
+
+def fmt_ci(mean: float, half: float, n: int | None = None, digits: int = 2) -> str:
+    """'12.34 ± 0.56' (or just the mean when there is no interval). Over `n` = 2 seeds a 95% t-interval is
+    9 standard deviations wide and says little, so the seeds' spread is shown instead: '12.34 (sd 0.56, 2 seeds)'."""
     if math.isnan(mean): return "–"
+    if n == 2 and not math.isnan(half): return f"{mean:.{digits}f} (sd {seed_sd(half, 2):.{digits}f}, 2 seeds)"
     return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
 
 def is_best(means, lower_is_better: bool = False) -> list[bool]:
@@ -145,7 +151,7 @@ def compare_table(runs: pd.DataFrame, thesis: pd.DataFrame, table: str, row_keys
             for r in rows:
                 sel = runs[(runs.dataset == ds) & (runs[row_keys] == pd.Series(r, index=row_keys)).all(axis=1)] if len(runs) else runs
                 m, h, n = mean_ci(sel[metric].tolist()) if len(sel) and metric in sel else (float("nan"), float("nan"), 0)
-                means.append(m); cells.append(fmt_ci(m, h, digits) if n else "not run")
+                means.append(m); cells.append(fmt_ci(m, h, n, digits) if n else "not run")
                 key = dict(zip(row_keys, r))
                 v = thesis_lookup(thesis, table, metric, key.get("loss"), key.get("model"), ds, key.get("T"))
                 paper.append("–" if v is None else f"{v:g}")
@@ -171,9 +177,10 @@ def paired_diff(runs: pd.DataFrame, metric: str, by: list, ref: str = "ce", key:
     return pd.DataFrame(rows)
 
 def fmt_diff(row, digits: int = 2) -> str:
-    "'+1.23 ± 0.45 *' (the star: the 95% interval excludes zero)."
+    "'+1.23 ± 0.45 *' (the star: the 95% interval excludes zero; over 2 seeds the spread, as in `fmt_ci`)."
     if row["n"] == 0 or math.isnan(row["diff"]): return "–"
-    return f"{row['diff']:+.{digits}f}" + ("" if math.isnan(row["half"]) else f" ± {row['half']:.{digits}f}") + (" *" if row["significant"] else "")
+    spread = (f" (sd {seed_sd(row['half'], 2):.{digits}f}, 2 seeds)" if row["n"] == 2 else f" ± {row['half']:.{digits}f}")
+    return f"{row['diff']:+.{digits}f}" + ("" if math.isnan(row["half"]) else spread) + (" *" if row["significant"] else "")
 
 def diff_table(runs: pd.DataFrame, by: list, metrics=("miou", "miou_tail"), ref: str = "ce", key: str = "loss") -> pd.DataFrame:
     "One row per group and `key` value, one column per metric: the paired difference to `ref`, formatted."
@@ -193,7 +200,7 @@ def groups_and_diffs(runs: pd.DataFrame, by: list, ref: str = "ce", key: str = "
     for group, sel in runs.groupby([*by, key], sort=False):
         row = dict(zip([*by, key], group))
         for m in ("miou", "miou_head", "miou_mid", "miou_tail"):
-            row[METRIC_LABELS[m]] = fmt_ci(*mean_ci(sel[m].tolist())[:2], digits) if m in sel else "–"
+            row[METRIC_LABELS[m]] = fmt_ci(*mean_ci(sel[m].tolist()), digits=digits) if m in sel else "–"
         rows.append(row)
     out = pd.DataFrame(rows)
     diffs = diff_table(runs, by, ("miou", "miou_tail"), ref, key)
