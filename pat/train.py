@@ -66,7 +66,7 @@ def config_hash(cfg: dict) -> str:
     "A short hash of the settings that determine a run's result (not device, logging or checkpoint cadence)."
     return _hash({k: v for k, v in cfg.items() if k not in ("device", "num_workers", "log_every", "checkpoint_every", "eval_batch_size")})
 
-CODE_FILES = ("data.py", "fused.py", "losses.py", "models.py", "train.py")
+CODE_FILES = ("data.py", "fused.py", "losses.py", "models.py", "train.py", "triton_pat.py")   # PAT on CUDA runs triton_pat
 
 def code_hash() -> str:
     "A short hash of the source of the modules a run executes."
