@@ -10,11 +10,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'BETA', 'PAT_CURVES', 'PAT_NORMALIZE', 'TABLE5_1_P', 'LOSSES', 'COUNT_LOSSES',
-           'set_debug', 'checks_values', 'check_inputs', 'check_number', 'check_choice', 'as_counts', 'SegLoss',
-           'bin_counts', 'CountLoss', 'CELoss', 'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss',
-           'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight', 'mask_sizes', 'check_pat_options',
-           'pat_loss_reference', 'PATLoss', 'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss']
+__all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'REDUCTIONS', 'BETA', 'PAT_CURVES', 'PAT_NORMALIZE', 'TABLE5_1_P', 'LOSSES',
+           'COUNT_LOSSES', 'set_debug', 'checks_values', 'check_inputs', 'check_number', 'check_choice', 'as_counts',
+           'class_weights_param', 'SegLoss', 'bin_counts', 'CountLoss', 'CELoss', 'focal_term', 'FocalLoss',
+           'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight',
+           'mask_sizes', 'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference', 'PATLoss', 'focal_value',
+           'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss']
 
 # %% ../nbs/00_losses.ipynb #240515cc
 _DEBUG = {"checks": os.environ.get("PAT_DEBUG_CHECKS", "0") == "1"}
@@ -78,12 +79,27 @@ def _check_num_classes(buffer: torch.Tensor, logits: torch.Tensor, name: str):
         raise ValueError(f"`{name}` has {buffer.numel()} classes but logits have C={logits.shape[1]}")
 
 # %% ../nbs/00_losses.ipynb #367a0520
+REDUCTIONS = ("mean", "sum", "none")
+
+def class_weights_param(loss: str, weight) -> torch.Tensor | None:
+    "A loss's optional `weight`: finite, non-negative, one per class (at least 2), as float32."
+    if weight is None: return None
+    w = torch.as_tensor(weight, dtype=torch.float32).flatten()
+    if w.numel() < 2 or not torch.isfinite(w).all() or (w < 0).any():
+        raise ValueError(_bad_param(loss, "weight", "finite, non-negative weights, one per class", weight))
+    return w
+
 class SegLoss(nn.Module):
-    "Base class: `forward(logits [B,C,H,W], target [B,H,W]) -> scalar`; subclasses implement `loss`."
+    """Base class: `forward(logits [B,C,H,W], target [B,H,W])`; subclasses implement `loss` from per-pixel terms.
+    `reduction`: 'mean' (each loss's own normalisation, the thesis's), 'sum', or 'none' (the per-pixel terms
+    [B,H,W], 0 at ignored pixels, whose sum is 'sum'); `weight`: optional per-class factors on the terms, as in
+    `torch.nn.CrossEntropyLoss` ('mean' then divides by the weights' sum over valid pixels, like torch)."""
     loss_name = "SegLoss"                                     # the loss's name in error messages
-    def __init__(self, ignore_index: int = 255, validate: bool = True):
+    def __init__(self, ignore_index: int = 255, validate: bool = True, reduction: str = "mean", weight=None):
         super().__init__()
         self.ignore_index, self.validate = ignore_index, validate
+        self.reduction = check_choice(self.loss_name, "reduction", reduction, REDUCTIONS)
+        self.register_buffer("weight", class_weights_param(self.loss_name, weight))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = check_inputs(logits, target, self.ignore_index) if self.validate else target.long()
@@ -99,9 +115,21 @@ class SegLoss(nn.Module):
         "Per-pixel $-\\log p_y$, 0 at ignored pixels."
         return F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")
 
-    def mean_over_valid(self, per_pixel, target):
-        "Sum of a per-pixel term (0 at ignored pixels) over the number of valid pixels; 0 when none is valid."
-        return per_pixel.sum() / (target != self.ignore_index).sum().clamp_min(1)
+    def class_weight_at(self, logits, target):
+        "The class weight of each pixel's label (0 at ignored pixels), or None without `weight`."
+        if self.weight is None: return None
+        _check_num_classes(self.weight, logits, "weight")
+        return self.weight.to(logits).take(self.label_index(target)) * (target != self.ignore_index)
+
+    def reduce_pixels(self, per_pixel, target, logits, norm=None):
+        """Apply `weight` and `reduction` to per-pixel terms (0 at ignored pixels). 'mean' divides by `norm`, by
+        default the number of valid pixels (the weights' sum with `weight`); 0 when no pixel is valid."""
+        w = self.class_weight_at(logits, target)
+        if w is not None: per_pixel = per_pixel * w
+        if self.reduction == "none": return per_pixel
+        if self.reduction == "sum": return per_pixel.sum()
+        if norm is None: norm = (target != self.ignore_index).sum().clamp_min(1) if w is None else w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+        return per_pixel.sum() / norm
 
     def label_index(self, target):
         "Target with ignored pixels set to class 0, for indexing per-class tables (their terms are 0 anyway)."
@@ -118,8 +146,8 @@ def bin_counts(bins: torch.Tensor, n: int, scatter: bool | None = None) -> torch
 
 class CountLoss(SegLoss):
     "Base for losses that take training-set pixel counts per class (`counts`)."
-    def __init__(self, counts=None, batch_counts: bool = False, ignore_index: int = 255, validate: bool = True):
-        super().__init__(ignore_index, validate)
+    def __init__(self, counts=None, batch_counts: bool = False, **kwargs):
+        super().__init__(**kwargs)
         self.batch_counts = batch_counts
         self.register_buffer("counts", as_counts(counts) if not batch_counts or counts is not None else torch.ones(2, dtype=torch.float64))
 
@@ -137,7 +165,9 @@ class CELoss(SegLoss):
     "Cross-entropy $-\\log p_y$, mean over valid pixels."
     loss_name = "CE"
     def loss(self, logits, target):
-        return F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum") / (target != self.ignore_index).sum().clamp_min(1)
+        if self.reduction == "mean" and self.weight is None:   # the common case in one call
+            return F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum") / (target != self.ignore_index).sum().clamp_min(1)
+        return self.reduce_pixels(self.pixel_ce(logits, target), target, logits)
 
 # %% ../nbs/00_losses.ipynb #7626b610
 def focal_term(ce: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -151,7 +181,7 @@ class FocalLoss(SegLoss):
         super().__init__(**kwargs)
         self.gamma = check_number(self.loss_name, "gamma", gamma, NON_NEGATIVE, lambda g: g >= 0)
     def loss(self, logits, target):
-        return self.mean_over_valid(focal_term(self.pixel_ce(logits, target), self.gamma), target)
+        return self.reduce_pixels(focal_term(self.pixel_ce(logits, target), self.gamma), target, logits)
 
 # %% ../nbs/00_losses.ipynb #06e1d791
 BETA = "None or a number in [0, 1)"
@@ -181,7 +211,7 @@ class CBLoss(CountLoss):
         return class_balanced_weights(self.class_counts(logits, target), self.beta).to(logits)
     def loss(self, logits, target):
         w = self.class_weights(logits, target)
-        return self.mean_over_valid(w.take(self.label_index(target)) * self.pixel_ce(logits, target), target)
+        return self.reduce_pixels(w.take(self.label_index(target)) * self.pixel_ce(logits, target), target, logits)
 
 class CBFocalLoss(CBLoss):
     "Class-balanced focal loss: $w_y \\cdot (-(1-p_y)^\\gamma \\log p_y)$, mean over valid pixels."
@@ -191,7 +221,7 @@ class CBFocalLoss(CBLoss):
         self.gamma = check_number(self.loss_name, "gamma", gamma, NON_NEGATIVE, lambda g: g >= 0)
     def loss(self, logits, target):
         w = self.class_weights(logits, target)
-        return self.mean_over_valid(w.take(self.label_index(target)) * focal_term(self.pixel_ce(logits, target), self.gamma), target)
+        return self.reduce_pixels(w.take(self.label_index(target)) * focal_term(self.pixel_ce(logits, target), self.gamma), target, logits)
 
 # %% ../nbs/00_losses.ipynb #79c8a054
 class BMSLoss(CountLoss):
@@ -200,7 +230,7 @@ class BMSLoss(CountLoss):
     def loss(self, logits, target):
         n = self.class_counts(logits, target)
         log_prior = (n / n.sum()).log().to(logits).view(1, -1, *([1] * (logits.dim() - 2)))
-        return self.mean_over_valid(self.pixel_ce(logits + log_prior, target), target)
+        return self.reduce_pixels(self.pixel_ce(logits + log_prior, target), target, logits)
 
 # %% ../nbs/00_losses.ipynb #7cb68504
 class LDAMLoss(CountLoss):
@@ -217,7 +247,7 @@ class LDAMLoss(CountLoss):
         labels = self.label_index(target).unsqueeze(1)
         margin = self.margins(logits, target).take(labels)                 # [B,1,H,W]
         shifted = logits.scatter_add(1, labels, -margin)                   # z - Δ_y at the true channel
-        return self.mean_over_valid(self.pixel_ce(self.s * shifted, target), target)
+        return self.reduce_pixels(self.pixel_ce(self.s * shifted, target), target, logits)
 
 # %% ../nbs/00_losses.ipynb #4e0568eb
 class BLVLoss(CountLoss):
@@ -245,7 +275,7 @@ class BLVLoss(CountLoss):
             self.check_generator(logits)
             delta = torch.randn(logits.shape, generator=self.generator, device=logits.device, dtype=logits.dtype)
             logits = logits + (delta * self.sigma).clamp(-1, 1).abs() * self.variation_scale(logits, target)
-        return self.mean_over_valid(self.pixel_ce(logits, target), target)
+        return self.reduce_pixels(self.pixel_ce(logits, target), target, logits)
 
 # %% ../nbs/00_losses.ipynb #79901890
 PAT_CURVES = ("eq4.44", "table5.1")
@@ -271,9 +301,10 @@ def check_pat_options(T, eps, normalize, curve):
     check_choice("PAT", "normalize", normalize, PAT_NORMALIZE)
     check_choice("PAT", "curve", curve, PAT_CURVES)
 
-def pat_loss_reference(logits, target, T: float = 20.0, eps: float = 0.0, normalize: str = "mask",
-                       curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255) -> torch.Tensor:
-    "PAT (Eq. 4.43-4.44) with plain autograd: the reference that faster versions are tested against."
+def pat_pixel_terms(logits, target, T: float = 20.0, eps: float = 0.0, normalize: str = "mask",
+                    curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255):
+    """PAT's per-pixel terms $\\beta_{ij} (-\\log p_{ij}[y]) / S_i^y$ (without the mask size when `normalize='none'`),
+    0 at ignored pixels, and the divisor of their sum that makes the loss: $B$, or the number of valid pixels."""
     check_pat_options(T, eps, normalize, curve)
     target = target.long()
     ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # -log p_y, 0 where ignored
@@ -281,10 +312,16 @@ def pat_loss_reference(logits, target, T: float = 20.0, eps: float = 0.0, normal
     if detach_weight: beta = beta.detach()
     per_pixel = beta * ce
     valid = target != ignore_index
-    if normalize == "none": return per_pixel.sum() / valid.sum().clamp_min(1)
+    if normalize == "none": return per_pixel, valid.sum().clamp_min(1)
     sizes = mask_sizes(target, logits.shape[1], ignore_index)                          # [B, C]
     size_at_pixel = sizes.gather(1, target.masked_fill(~valid, 0).reshape(target.shape[0], -1)).view_as(ce)
-    return (per_pixel / size_at_pixel.clamp_min(1)).sum() / target.shape[0]
+    return per_pixel / size_at_pixel.clamp_min(1), target.shape[0]
+
+def pat_loss_reference(logits, target, T: float = 20.0, eps: float = 0.0, normalize: str = "mask",
+                       curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255) -> torch.Tensor:
+    "PAT (Eq. 4.43-4.44) with plain autograd: the reference that faster versions are tested against."
+    terms, norm = pat_pixel_terms(logits, target, T, eps, normalize, curve, detach_weight, ignore_index)
+    return terms.sum() / norm
 
 # %% ../nbs/00_losses.ipynb #e9377713
 class PATLoss(SegLoss):
@@ -297,12 +334,16 @@ class PATLoss(SegLoss):
         self.T, self.eps, self.normalize, self.curve, self.detach_weight = float(T), float(eps), normalize, curve, detach_weight
         self.fused = fused  # False: the autograd reference above; True: the same loss with the analytic backward (nbs/05_fused)
     def loss(self, logits, target):
+        args = (self.T, self.eps, self.normalize, self.curve, self.detach_weight, self.ignore_index)
+        if self.reduction != "mean" or self.weight is not None:   # per-pixel terms: the reference's autograd
+            terms, norm = pat_pixel_terms(logits, target, *args)
+            return self.reduce_pixels(terms, target, logits, norm if self.normalize == "mask" else None)
         from pat.fused import pat_loss_fused  # imported here: pat.fused is exported after this notebook
         fn = pat_loss_fused if self.fused else pat_loss_reference
         if self.fused and logits.is_cuda:  # Triton kernels on CUDA when available (nbs/11_triton)
             from pat.triton_pat import pat_loss_triton, use_triton
             if use_triton(logits): fn = pat_loss_triton
-        return fn(logits, target, self.T, self.eps, self.normalize, self.curve, self.detach_weight, self.ignore_index)
+        return fn(logits, target, *args)
 
 # %% ../nbs/00_losses.ipynb #c66fb03f
 TABLE5_1_P = tuple(round(0.1 * k, 1) for k in range(1, 10))

@@ -62,7 +62,7 @@ def model_options(model: str):
 
 def _loss_keys(cls) -> list[str]:
     names = {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
-    return sorted(names - {"self", "kwargs", "counts", "generator", "ignore_index", "validate"})
+    return sorted(names - {"self", "kwargs", "counts", "generator", "ignore_index", "validate", "reduction", "weight"})
 
 def loss_params(loss: str):
     "Check of the parameters of `loss`: its constructor's keyword arguments and the constructor's own checks."

@@ -2,6 +2,7 @@
 import math
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from pat import losses
 from pat.losses import LOSSES, COUNT_LOSSES, get_loss, mask_sizes, pat_loss_reference
@@ -53,6 +54,55 @@ def test_pat_mask_normalization_ignores_mask_size():
     pat = dict(T=1e12)
     assert get_loss("pat", **pat)(x2, t2).item() == pytest.approx(get_loss("pat", **pat)(x3, t3).item(), rel=1e-9)
     assert get_loss("ce")(x2, t2).item() != pytest.approx(get_loss("ce")(x3, t3).item(), rel=1e-3)
+
+
+def _batch(seed=5, C=4):
+    g = torch.Generator().manual_seed(seed)
+    x, t = torch.randn(2, C, 5, 6, generator=g, dtype=torch.float64), torch.randint(0, C, (2, 5, 6), generator=g)
+    t[0, 0, :4] = 255
+    return x, t
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_reductions_agree(name):
+    "'none' gives the per-pixel terms (0 where ignored) whose sum is 'sum'; 'mean' divides it by the valid pixels (PAT: by B)."
+    x, t = _batch()
+    mean, total = build(name).eval()(x, t), build(name, reduction="sum").eval()(x, t)
+    xx = x.clone().requires_grad_()
+    terms = build(name, reduction="none").eval()(xx, t)
+    assert terms.shape == t.shape and (terms[t == 255] == 0).all()
+    assert terms.sum().item() == pytest.approx(total.item(), rel=1e-12)
+    norm = t.shape[0] if name == "pat" else (t != 255).sum().item()
+    assert total.item() / norm == pytest.approx(mean.item(), rel=1e-12)
+    terms.sum().backward()                                       # the per-pixel terms carry the gradient of 'sum'
+    xs = x.clone().requires_grad_(); build(name, reduction="sum").eval()(xs, t).backward()
+    assert torch.allclose(xx.grad, xs.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_class_weight(name):
+    "Weights of one are no weights; a weight on one class alone keeps exactly that class's pixel terms."
+    x, t = _batch()
+    assert build(name, weight=[1.0] * 4).eval()(x, t).item() == pytest.approx(build(name).eval()(x, t).item(), rel=1e-12)
+    terms = build(name, reduction="none").eval()(x, t)
+    only2 = build(name, reduction="none", weight=[0.0, 0.0, 3.0, 0.0]).eval()(x, t)
+    assert torch.allclose(only2, 3.0 * terms * (t == 2))
+
+
+def test_weighted_ce_is_torchs():
+    x, t = _batch()
+    w = torch.tensor([0.5, 2.0, 1.0, 4.0], dtype=torch.float64)
+    assert get_loss("ce", weight=w)(x, t).item() == pytest.approx(F.cross_entropy(x, t, weight=w, ignore_index=255).item(), rel=1e-6)
+
+
+def test_bad_reduction_or_weight_is_named():
+    with pytest.raises(ValueError, match="CE parameter `reduction` must be one of 'mean', 'sum', 'none', got 'avg'"):
+        get_loss("ce", reduction="avg")
+    with pytest.raises(ValueError, match="PAT parameter `weight` must be finite, non-negative weights, one per class"):
+        get_loss("pat", weight=[1.0, -1.0])
+    x, t = _batch()
+    with pytest.raises(ValueError, match="`weight` has 3 classes but logits have C=4"):
+        get_loss("focal", weight=[1.0, 1.0, 1.0])(x, t)
 
 
 def test_mask_sizes_counts_per_image():
