@@ -7,7 +7,7 @@ cfg.read('settings.ini')
 cfg = cfg['DEFAULT']
 
 setuptools.setup(
-    name=cfg['lib_name'],
+    name=cfg.get('dist_name', cfg['lib_name']),
     version=cfg['version'],
     description=cfg['description'],
     author=cfg['author'],
@@ -20,7 +20,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['pat', 'pat.*']),
     python_requires='>=' + cfg['min_python'],
     install_requires=cfg['requirements'].split(),
-    extras_require={'dev': cfg['dev_requirements'].split()},
+    extras_require={'pipeline': cfg['pipeline_requirements'].split(),
+                    'dev': cfg['pipeline_requirements'].split() + cfg['dev_requirements'].split()},
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     entry_points={'console_scripts': ['pat-bench=pat.bench:main'],
