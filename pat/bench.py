@@ -17,7 +17,7 @@ __all__ = ['SHAPES', 'QUICK_SHAPES', 'BASELINE', 'REGISTRY', 'EXTRA', 'LOSS_NAME
            'time_interleaved', 'summarize', 'peak_rss_bytes', 'peak_cuda_bytes', 'memory_worker',
            'memory_in_subprocess', 'make_model', 'make_train_step', 'min_bytes', 'copy_bandwidth', 'bench_losses',
            'bench_scaling', 'scaling_slopes', 'bench_train', 'bench_memory', 'to_markdown', 'join_memory',
-           'plot_fig6_3', 'target_check', 'fused_vs_reference', 'run_bench', 'main']
+           'figure_names', 'plot_fig6_3', 'target_check', 'fused_vs_reference', 'run_bench', 'main']
 
 # %% ../nbs/06_bench.ipynb #1f53a8bb
 SHAPES = {"OxfordPetIII": (3, 256, 256), "CityScapes": (20, 256, 512), "NYU": (14, 288, 384)}
@@ -274,33 +274,38 @@ def join_memory(times: pd.DataFrame, mem: pd.DataFrame, kind: str) -> pd.DataFra
     return times.merge(m, on=["device", "dataset", "name"], how="left").rename(columns={"name": "loss"})
 
 # %% ../nbs/06_bench.ipynb #299879b9
+def figure_names(names, device: str) -> dict:
+    "The losses a figure shows, one per distinct computation, with their labels: `pat` is what `PATLoss` runs on the device."
+    cuda = str(device).startswith("cuda")
+    special = {BASELINE: "F.cross_entropy", "pat": "pat (Triton)" if cuda else "pat (fused)", "pat_reference": "pat (autograd)"}
+    if cuda: special["pat_fused"] = "pat (fused torch)"          # on CPU PATLoss runs the fused code: one bar for both
+    return {n: special.get(n, n) for n in names if n != "pat_fused" or cuda}
+
 def plot_fig6_3(raw: pd.DataFrame, table: pd.DataFrame, train_raw: pd.DataFrame, train: pd.DataFrame,
                 scaling: pd.DataFrame, path=None, title: str = ""):
-    "The benchmark figure; saved to `path` when given."
+    "Fig. 6.3 measured on one device: each loss's time and peak memory against CE, its training-step time, its scaling; saved to `path` when given."
     import matplotlib; matplotlib.use("Agg") if path else None
     import matplotlib.pyplot as plt, seaborn as sns
+    labels = figure_names([n for n in LOSS_NAMES if n in set(raw.name)], raw.device.iloc[0])
+    relabel = lambda df, col: df[df[col].isin(labels)].assign(**{col: lambda d: d[col].map(labels)})
     base = raw[raw.name == BASELINE].set_index(["dataset", "repeat"]).seconds
-    r = raw.assign(ratio=raw.seconds / [base[(d, k)] for d, k in zip(raw.dataset, raw.repeat)])
-    order = [n for n in LOSS_NAMES if n in set(raw.name)]
-    fig, ax = plt.subplots(2, 3, figsize=(19, 9.5))
+    r = relabel(raw.assign(ratio=raw.seconds / [base[(d, k)] for d, k in zip(raw.dataset, raw.repeat)]), "name")
+    order = list(labels.values())
+    fig, ax = plt.subplots(2, 2, figsize=(15, 9.5))
     sns.barplot(r, x="name", y="ratio", hue="dataset", order=order, estimator="median", errorbar=("pi", 100), ax=ax[0, 0])
-    ax[0, 0].set(title="loss forward+backward time / CE (median, min-max)", xlabel="", ylabel="time ratio")
-    sns.barplot(table, x="loss", y="mem_ratio", hue="dataset", order=order, ax=ax[0, 1])
-    ax[0, 1].set(title="loss forward+backward peak memory / CE", xlabel="", ylabel="memory ratio")
-    ax[0, 1].legend(fontsize=8, loc="upper left")
-    for a in (ax[0, 0], ax[0, 1]): a.axhline(1.0, color="k", lw=0.8); a.axhline(1.25, color="r", lw=0.8, ls="--")
-    sns.barplot(train_raw.assign(ms=train_raw.seconds * 1e3), x="name", y="ms", order=order, estimator="median",
-                errorbar=("pi", 100), color="tab:blue", ax=ax[0, 2])
-    ax[0, 2].set(title=f"training step time {train['shape'].iloc[0]}", xlabel="", ylabel="ms per step")
-    sns.barplot(train, x="loss", y="peak_mb", order=order, color="tab:green", ax=ax[1, 0])
-    ax[1, 0].set(title="training step peak memory", xlabel="", ylabel="MiB")
-    sns.lineplot(scaling, x="numel", y="time_ms_median", hue="name", hue_order=order, marker="o", ax=ax[1, 1])
-    ax[1, 1].set(xscale="log", yscale="log", title="time vs B*C*H*W", xlabel="B*C*H*W", ylabel="ms")
-    sns.scatterplot(table, x="time_ratio_median", y="mem_ratio", hue="loss", hue_order=order, style="dataset", s=90, ax=ax[1, 2])
-    ax[1, 2].set(title="cost relative to CE", xlabel="time ratio (median)", ylabel="memory ratio")
-    for a in ax.flat:
-        if a is not ax[1, 1] and a is not ax[1, 2]: a.tick_params(axis="x", rotation=45)
-    ax[1, 1].legend(fontsize=7); ax[1, 2].legend(fontsize=7, ncol=2)
+    ax[0, 0].set(title="forward + backward time of the loss (median, min-max over repeats)", xlabel="", ylabel="time / F.cross_entropy's (x)")
+    sns.barplot(relabel(table, "loss"), x="loss", y="mem_ratio", hue="dataset", order=order, ax=ax[0, 1])
+    ax[0, 1].set(title="peak memory of the loss's forward + backward", xlabel="", ylabel="memory / F.cross_entropy's (x)")
+    for a in (ax[0, 0], ax[0, 1]):
+        a.axhline(1.0, color="k", lw=0.8); a.axhline(1.25, color="r", lw=0.8, ls="--", label="1.25x")
+        a.legend(fontsize=8, loc="upper left")
+    sns.barplot(relabel(train_raw.assign(ms=train_raw.seconds * 1e3), "name"), x="name", y="ms", order=order, estimator="median",
+                errorbar=("pi", 100), color="tab:blue", ax=ax[1, 0])
+    ax[1, 0].set(title=f"one training step with each loss, {train['shape'].iloc[0]}", xlabel="", ylabel="ms per step (median)")
+    sns.lineplot(relabel(scaling, "name"), x="numel", y="time_ms_median", hue="name", hue_order=order, marker="o", ax=ax[1, 1])
+    ax[1, 1].set(xscale="log", yscale="log", title="loss time against the logits' size", xlabel="B*C*H*W (logits elements)", ylabel="ms (median)")
+    ax[1, 1].legend(fontsize=7, ncol=2)
+    for a in (ax[0, 0], ax[0, 1], ax[1, 0]): a.tick_params(axis="x", rotation=45)
     fig.suptitle(title); fig.tight_layout()
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
