@@ -24,8 +24,8 @@ __all__ = ['CODE_FILES', 'confusion_matrix', 'segmentation_metrics', 'group_miou
            'data_hash', 'run_key', 'dataset_root', 'batch_indices', 'flip_batch', 'TrainBatches', 'pick_device',
            'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint', 'peak_memory_mb', 'evaluate',
            'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer', 'die_with_parent', 'run_jobs', 'device_slots',
-           'train_seeds', 'colorize', 'save_prediction_figure', 'pending_jobs', 'share', 'default_per_device', 'pack',
-           'main']
+           'train_seeds', 'colorize', 'class_legend', 'save_prediction_figure', 'pending_jobs', 'share',
+           'default_per_device', 'pack', 'main']
 
 # %% ../nbs/03_train.ipynb #d9fc2690
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = 255) -> torch.Tensor:
@@ -400,6 +400,15 @@ def colorize(mask: np.ndarray, colors, ignore_index=255) -> np.ndarray:
     if ignore_index is not None and ignore_index < 256: palette[ignore_index] = 0
     return palette[mask]
 
+def class_legend(fig, meta: dict, rows: int = 1):
+    "A legend of the class colours along the bottom of `fig` (ignored pixels: black), with room made for it."
+    from matplotlib.patches import Patch
+    handles = [Patch(color=np.asarray(c) / 255, label=n) for n, c in zip(meta["classes"], meta["colors"])]
+    if meta.get("ignore_index") is not None: handles.append(Patch(color="black", label="ignored"))
+    ncol = -(-len(handles) // rows)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, min(0.3, 0.25 * rows / fig.get_size_inches()[1]), 1, 1))   # about 0.25 inch a legend row
+
 def save_prediction_figure(path, root, predictions: np.ndarray, meta: dict):
     "Save a grid (rows: test images; columns: image, ground truth, prediction) as PNG."
     import matplotlib; matplotlib.use("Agg")
@@ -413,7 +422,7 @@ def save_prediction_figure(path, root, predictions: np.ndarray, meta: dict):
                   colorize(predictions[i], meta["colors"], meta["ignore_index"]))
         for ax, panel, title in zip(axes[i], panels, ("image", "ground truth", "prediction")):
             ax.imshow(panel); ax.set_axis_off(); ax.set_title(title if i == 0 else "")
-    fig.tight_layout()
+    class_legend(fig, meta, rows=3)
     with atomic_write(path, "wb") as f: fig.savefig(f, format="png", dpi=80)
     plt.close(fig)
 
