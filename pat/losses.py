@@ -387,7 +387,9 @@ def plot_weight_curves(Ts=(2, 5, 20), gammas=(2, 5), path=None):
     axes[1].legend(fontsize=7, loc="upper right")
     fig.suptitle("Fig. 4.5: PAT's pixel weight against Focal's")
     fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120)
+    if path is not None:
+        from pat.files import atomic_write           # creates the folder; never a half-written figure
+        with atomic_write(path, "wb") as f: fig.savefig(f, format="png", dpi=120)
     return fig
 
 # %% ../nbs/00_losses.ipynb #b189cbe1
