@@ -1,13 +1,14 @@
 "Every import the package makes is declared in settings.ini; the losses and models need the core requirements alone."
-import ast, re, sys
+import re
 from configparser import ConfigParser
 from pathlib import Path
 import pytest
+from pat_imports import imports
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ("losses", "fused", "models", "triton_pat")          # what `pip install pat-seg` is for
 OPTIONAL = {"triton"}                                        # used when present (PAT's CUDA kernels), never required
-DIST = {"yaml": "pyyaml", "PIL": "pillow", "segmentation_models_pytorch": "segmentation-models-pytorch", "jupyter_client": "jupyter_client"}
+DIST = {"yaml": "pyyaml", "PIL": "pillow", "segmentation_models_pytorch": "segmentation-models-pytorch"}
 
 
 def _settings():
@@ -17,21 +18,6 @@ def _settings():
 
 def _names(key):
     return {re.split(r"[<>=!~\[ ]", r)[0].lower() for r in _settings()[key].split()}
-
-
-def _imports(module: str):
-    "(top-level, inside-function) third-party top-level package names a pat module imports."
-    tree, top, inner = ast.parse((ROOT / "pat" / f"{module}.py").read_text()), set(), set()
-    def visit(node, nested):
-        for child in ast.iter_child_nodes(node):
-            inside = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Try))
-            if isinstance(child, (ast.Import, ast.ImportFrom)) and not getattr(child, "level", 0):
-                for name in ([a.name for a in child.names] if isinstance(child, ast.Import) else [child.module]):
-                    pkg = name.split(".")[0]
-                    if pkg != "pat" and pkg not in sys.stdlib_module_names: (inner if inside else top).add(pkg)
-            visit(child, inside)
-    visit(tree, False)
-    return top, inner
 
 
 def test_distribution_name_and_extras():
@@ -44,7 +30,7 @@ def test_distribution_name_and_extras():
 
 @pytest.mark.parametrize("module", sorted(p.stem for p in (ROOT / "pat").glob("*.py") if not p.stem.startswith("_")))
 def test_every_import_is_declared(module):
-    top, inner = _imports(module)
+    top, inner, _ = imports(module)
     declared = _names("requirements") | _names("pipeline_requirements") | OPTIONAL
     missing = {DIST.get(p, p).lower() for p in top | inner} - declared
     assert not missing, f"pat/{module}.py imports {sorted(missing)}, which settings.ini does not declare"
@@ -53,5 +39,5 @@ def test_every_import_is_declared(module):
 @pytest.mark.parametrize("module", CORE)
 def test_core_modules_import_only_torch(module):
     "The losses and models load with torch alone; smp (a core requirement) and triton (optional) load when used."
-    top, inner = _imports(module)
+    top, inner, _ = imports(module)
     assert top <= {"torch"}, f"pat/{module}.py imports {sorted(top - {'torch'})} when imported"

@@ -7,6 +7,7 @@ import json, os, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import yaml
+from pat_imports import pat_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -145,22 +146,14 @@ def test_every_profile_gives_params_dvc_can_find(profile):
             assert node["seeds"], f"{profile}: {group}.{key} has no seeds"
 
 
-def _pat_imports(module: str, seen=None) -> set:
-    "The pat modules `module` uses, directly or through others, at the top or inside a function (read from the source)."
-    seen = set() if seen is None else seen
-    for name in re.findall(r"(?:from \.|from pat\.|import pat\.)(\w+)", (ROOT / "pat" / f"{module}.py").read_text()):
-        if name not in seen and (ROOT / "pat" / f"{name}.py").exists(): seen.add(name); _pat_imports(name, seen)
-    return seen
-
-
 def test_training_stages_and_run_key_cover_every_module_a_run_executes():
     "A change to any module a training run imports reruns its stage (dvc.yaml deps) and retrains it (the run key's code hash)."
     from pat.train import CODE_FILES
-    used = _pat_imports("train") | {"train"}
+    used = pat_closure("train") | {"train"}
     assert "triton_pat" in used                                    # PAT's CUDA kernels, imported inside PATLoss.forward
     deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train_t61"]["do"]["deps"]
     assert {f"pat/{m}.py" for m in used} <= set(deps), sorted({f"pat/{m}.py" for m in used} - set(deps))
-    numeric = _pat_imports("losses") | _pat_imports("models") | _pat_imports("data") | {"train", "losses", "models", "data"}
+    numeric = pat_closure("losses") | pat_closure("models") | pat_closure("data") | {"train", "losses", "models", "data"}
     assert {f"{m}.py" for m in numeric - {"schema", "files", "pipeline"}} <= set(CODE_FILES)
 
 

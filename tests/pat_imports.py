@@ -1,0 +1,31 @@
+"What a module of the package imports, read from its source: the helper of the tests that check declared dependencies."
+import ast, sys
+from pathlib import Path
+
+PAT = Path(__file__).resolve().parents[1] / "pat"
+
+
+def imports(module: str) -> tuple[set, set, set]:
+    """(third-party packages imported when `module` loads, third-party packages imported later (inside a function,
+    class or `try`), pat modules it imports anywhere) for `pat/<module>.py`."""
+    top, inner, own = set(), set(), set()
+    def visit(node, nested):
+        for child in ast.iter_child_nodes(node):
+            inside = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Try))
+            if isinstance(child, ast.ImportFrom) and child.level:                       # from .x import y, from . import x
+                own.update([child.module.split(".")[0]] if child.module else [a.name for a in child.names])
+            elif isinstance(child, (ast.Import, ast.ImportFrom)):
+                for name in ([a.name for a in child.names] if isinstance(child, ast.Import) else [child.module]):
+                    if name.startswith("pat."): own.add(name.split(".")[1])
+                    elif name != "pat" and name.split(".")[0] not in sys.stdlib_module_names:
+                        (inner if inside else top).add(name.split(".")[0])
+            visit(child, inside)
+    visit(ast.parse((PAT / f"{module}.py").read_text()), False)
+    return top, inner, {m for m in own if (PAT / f"{m}.py").exists()}
+
+
+def pat_closure(module: str, seen=None) -> set:
+    "The pat modules `module` uses, directly or through others."
+    seen = set() if seen is None else seen
+    for m in imports(module)[2] - seen: seen.add(m); pat_closure(m, seen)
+    return seen
