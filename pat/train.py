@@ -431,12 +431,12 @@ def pending_jobs(params: dict, groups=None, runs_root="runs", data_root="data/pr
     """The (cfg, seed, out_dir, data_root, stats_root) of every seed in `groups` of `params` without finished, current
     metrics, in share `shard` = (k, n). Shares are cut from the whole list, finished or not, so they stay disjoint
     however far each worker has got."""
-    jobs = []
+    jobs, data = [], {}                               # data: each dataset's meta and stats, read once
     for group in groups or GROUPS:
         for key, run in params[group].items():
-            cfg = run_config(run, f"{group}.{key}")
-            root = dataset_root(data_root, cfg["dataset"])
-            rk = run_key(cfg, load_meta(root), load_stats(Path(stats_root) / cfg["dataset"] / "stats.json"))["key"]
+            cfg, ds = run_config(run, f"{group}.{key}"), run["dataset"]
+            if ds not in data: data[ds] = load_meta(dataset_root(data_root, ds)), load_stats(Path(stats_root) / ds / "stats.json")
+            rk = run_key(cfg, *data[ds])["key"]
             for seed in run["seeds"]:
                 jobs.append((cfg, seed, Path(runs_root) / group / key / f"seed{seed}", data_root, stats_root, rk))
     return [job[:-1] for job in share(jobs, *shard) if finished_metrics(job[2], job[-1]) is None]
