@@ -10,7 +10,7 @@ from pathlib import Path
 import pat
 
 # %% auto #0
-__all__ = ['umask', 'apply_umask', 'atomic_write', 'source_hash']
+__all__ = ['umask', 'apply_umask', 'atomic_write', 'source_hash', 'project_root']
 
 # %% ../nbs/08_files.ipynb #197f2759
 def umask() -> int:
@@ -50,3 +50,9 @@ def source_hash(names, extra: bytes = b"") -> str:
     h = hashlib.sha256(extra)
     for name in names: h.update((Path(pat.__file__).parent / name).read_bytes())
     return h.hexdigest()
+
+# %% ../nbs/08_files.ipynb #8ea37fca
+def project_root(start=".") -> Path:
+    "The nearest folder at or above `start` that holds `dvc.yaml` (the pipeline's root); `start` itself when there is none."
+    start = Path(start).resolve()
+    return next((d for d in (start, *start.parents) if (d / "dvc.yaml").is_file()), start)

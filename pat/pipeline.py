@@ -17,10 +17,10 @@ from .schema import (ParamsError, anything, boolean, choice, either, fail, got, 
 
 # %% auto #0
 __all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATION', 'GROUPS', 'THESIS_GRID', 'TRAIN_DEFAULTS',
-           'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'RUN_REQUIRED', 'GENERATED', 'PROFILES_DIR', 'PARAMS_HEADER',
-           'model_options', 'loss_params', 'profile_spec', 'check_run', 'check_params', 'load_params', 'source_stages',
-           'run_entry', 'expand_profile', 'deep_merge', 'profile_names', 'load_profile', 'use_profile', 'run_settings',
-           'main']
+           'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'SECTIONS', 'RUN_REQUIRED', 'RUN_SPEC', 'GENERATED', 'PROFILES_DIR',
+           'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'check_run', 'resolve_run', 'check_params',
+           'resolve_params', 'load_params', 'source_stages', 'run_entry', 'expand_profile', 'deep_merge',
+           'profile_names', 'load_profile', 'use_profile', 'run_settings', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
 ALL_LOSSES = tuple(LOSSES)       # ce focal cb cbfocal bms ldam blv pat
@@ -83,28 +83,43 @@ GRID_SPEC = {"losses": _names(*ALL_LOSSES), "t61_model": choice(*MODEL_NAMES), "
              "temperatures": list_of(number(0, open_lo=True), 1, unique=True), "ablation": _names(*(a[0] for a in ABLATION))}
 BENCH_SPEC = {"quick": boolean, "repeats": integer(1), "batch": integer(1), "threads": integer(0),   # pat.bench's options
               "device": list_of(choice("cpu", "cuda"), 1, unique=True)}
+SECTIONS = {"train": lambda: keys(TRAIN_SPEC), "models": lambda: keys({m: model_options(m) for m in MODEL_NAMES}),
+            "losses": lambda: keys({l: loss_params(l) for l in ALL_LOSSES})}   # shared by profiles and params.yaml
 
 def profile_spec(partial: bool = False):
     "Check of a profile file (`partial`: one of the files merged, so nothing is required) or of the merged profile."
     spec = {"name": string, "description": string, "datasets": _names(*DEFAULTS), "seeds": list_of(integer(0), 1, unique=True),
-            "train": keys(TRAIN_SPEC), "models": keys({m: model_options(m) for m in MODEL_NAMES}),
-            "losses": keys({l: loss_params(l) for l in ALL_LOSSES}), "data": keys({d: dataset_settings(d) for d in DEFAULTS}),
+            **{s: make() for s, make in SECTIONS.items()}, "data": keys({d: dataset_settings(d) for d in DEFAULTS}),
             "grid": keys(GRID_SPEC), "bench": keys(BENCH_SPEC)}
     return keys(spec, required=() if partial else ("datasets", "seeds", "train", "models", "losses", "data"))
 
 RUN_REQUIRED = ("dataset", "model", "loss")
+RUN_SPEC = {"dataset": anything, "model": anything, "loss": anything, "model_options": anything, "loss_params": anything,
+            "seeds": list_of(integer(0), 1, unique=True), **TRAIN_SPEC}
 
 def check_run(run: dict, path: str = "run", enabled=None) -> dict:
-    "Check one run's settings (an entry of a params group); return them with the training defaults filled in."
-    keys({"dataset": choice(*(enabled or DEFAULTS)), "model": choice(*MODEL_NAMES), "loss": choice(*ALL_LOSSES),
-          "model_options": anything, "loss_params": anything, "seeds": list_of(integer(0), 1, unique=True), **TRAIN_SPEC},
+    "Check one run's full settings (see `resolve_run`); return them with the training defaults filled in."
+    keys({**RUN_SPEC, "dataset": choice(*(enabled or DEFAULTS)), "model": choice(*MODEL_NAMES), "loss": choice(*ALL_LOSSES)},
          required=RUN_REQUIRED)(run, path)
     model_options(run["model"])(run.get("model_options", {}), f"{path}.model_options")
     loss_params(run["loss"])(run.get("loss_params", {}), f"{path}.loss_params")
     return {"model_options": {}, "loss_params": {}, **TRAIN_DEFAULTS, **run}
 
+# %% ../nbs/07_pipeline.ipynb #797b6e4d
+def resolve_run(params: dict, run: dict) -> dict:
+    "One run's full settings: its entry laid over the `train`, `models.<model>` and `losses.<loss>` sections of `params`."
+    own = {k: v for k, v in run.items() if k in TRAIN_SPEC}
+    return {"dataset": run["dataset"], "model": run["model"],
+            "model_options": {**params["models"].get(run["model"], {}), **run.get("model_options", {})},
+            "loss": run["loss"], "loss_params": {**params["losses"].get(run["loss"], {}), **run.get("loss_params", {})},
+            "seeds": list(run["seeds"]), **params["train"], **own}
+
+def _entry(v, path):
+    keys(RUN_SPEC, required=(*RUN_REQUIRED, "seeds"))(v, path)
+
 def check_params(params: dict, where: str = "params.yaml") -> dict:
-    "Check an expanded params file (what `use_profile` writes, perhaps edited by hand); errors start with `where`."
+    """Check a params file (what `use_profile` writes, perhaps edited by hand or by `dvc exp run -S`): its sections,
+    then every run's full settings; errors start with `where` and name the key that holds the bad value."""
     try:
         if not isinstance(params, dict): fail("", f"expected a mapping of settings, {got(params)}")
         enabled = (params.get("data") or {}).get("enabled") or []
@@ -114,16 +129,25 @@ def check_params(params: dict, where: str = "params.yaml") -> dict:
             if not isinstance(v, dict) or not v: fail(path, f"expected at least one run, {got(v)}")
             for k, run in v.items():
                 if "." in str(k): fail(f"{path}.{k}", "run names cannot contain '.' (DVC reads it as nesting)")
-                check_run(run, f"{path}.{k}", enabled)
-                if "seeds" not in run: fail(f"{path}.{k}", "`seeds` is missing")
+                _entry(run, f"{path}.{k}")
         keys({"profile": string, "description": string, "datasets": _names(*DEFAULTS), "data": keys(data, required=["enabled"]),
-              "bench": keys(BENCH_SPEC), **{g: group for g in GROUPS}}, required=("profile", "data", *GROUPS))(params, "")
+              "bench": keys(BENCH_SPEC), **{s: make() for s, make in SECTIONS.items()}, **{g: group for g in GROUPS}},
+             required=("profile", "data", *SECTIONS, *GROUPS))(params, "")
+        for g in GROUPS:
+            for k, run in params[g].items():
+                for section, name in (("models", run["model"]), ("losses", run["loss"])):
+                    if name not in params[section]: fail(f"{g}.{k}", f"{section}.{name} is missing (the run's stage depends on it)")
+                check_run(resolve_run(params, run), f"{g}.{k}", enabled)
     except ParamsError as e: raise ParamsError(f"{where}: {e}") from None
     return params
 
+def resolve_params(params: dict) -> dict:
+    "`params` with every run entry replaced by the run's full settings (`resolve_run`)."
+    return {**params, **{g: {k: resolve_run(params, run) for k, run in params[g].items()} for g in GROUPS}}
+
 def load_params(path="params.yaml") -> dict:
-    "Read and check a params file: what every stage does before any work."
-    return check_params(read_yaml(path), str(path))
+    "Read and check a params file, and resolve its runs: what every stage does before any work."
+    return resolve_params(check_params(read_yaml(path), str(path)))
 
 # %% ../nbs/07_pipeline.ipynb #f1d86c05
 GENERATED = ("synthetic",)   # datasets pat.data makes itself: no raw files to watch
@@ -134,32 +158,36 @@ def source_stages(datasets) -> dict:
     return {"scanned": [d for d in datasets if d not in GENERATED],
             "sources": {d: "pat/data.py" if d in GENERATED else f"data/sources/{d}.json" for d in datasets}}
 
-def run_entry(profile: dict, dataset: str, model: str, loss: str, extra: dict | None = None, seeds=None) -> dict:
-    "The full settings of one run: dataset, model and its options, loss and its parameters, seeds, training settings."
-    params = {**profile["losses"].get(loss, {}), **(extra or {})}
-    return {"dataset": dataset, "model": model, "model_options": dict(profile["models"].get(model, {})),
-            "loss": loss, "loss_params": params, "seeds": list(seeds or profile["seeds"]), **profile["train"]}
+def run_entry(dataset: str, model: str, loss: str, seeds, loss_params: dict | None = None) -> dict:
+    "A run's entry in params.yaml: what it trains, its seeds, and only the loss parameters it sets on top of `losses.<loss>`."
+    return {"dataset": dataset, "model": model, "loss": loss, **({"loss_params": loss_params} if loss_params else {}), "seeds": list(seeds)}
 
 def expand_profile(profile: dict) -> dict:
-    "params.yaml content for a (checked) profile: its settings plus one entry per run in groups t61, t62, t63, ablation."
+    """params.yaml content for a (checked) profile: its settings in sections (`train` with every default written out,
+    `models` and `losses` for those the grid uses) and one short entry per run in groups t61, t62, t63, ablation."""
     p = copy.deepcopy(profile)
     grid = {**THESIS_GRID, **p.get("grid", {})}
-    groups, m61, seeds = {g: {} for g in GROUPS}, grid["t61_model"], grid["seeds"]
+    groups, m61 = {g: {} for g in GROUPS}, grid["t61_model"]
+    seeds = {g: grid["seeds"].get(g, p["seeds"]) for g in GROUPS}
     for ds in p["datasets"]:
         for loss in grid["losses"]:
-            groups["t61"][f"{ds}-{m61}-{loss}"] = run_entry(p, ds, m61, loss, seeds=seeds.get("t61"))
+            groups["t61"][f"{ds}-{m61}-{loss}"] = run_entry(ds, m61, loss, seeds["t61"])
         for model in grid["t62_models"]:
             for loss in grid["losses"]:
-                if loss != "bms": groups["t62"][f"{ds}-{model}-{loss}"] = run_entry(p, ds, model, loss, seeds=seeds.get("t62"))
+                if loss != "bms": groups["t62"][f"{ds}-{model}-{loss}"] = run_entry(ds, model, loss, seeds["t62"])
         for model in grid["t63_models"]:
             for T in grid["temperatures"]:
-                groups["t63"][f"{ds}-{model}-pat-T{T}"] = run_entry(p, ds, model, "pat", {"T": T}, seeds.get("t63"))
+                groups["t63"][f"{ds}-{model}-pat-T{T}"] = run_entry(ds, model, "pat", seeds["t63"], {"T": T})
         for name, loss, extra in ABLATION:
             if name in grid["ablation"]:
-                groups["ablation"][f"{ds}-{m61}-{name}"] = run_entry(p, ds, m61, loss, extra, seeds.get("ablation"))
+                groups["ablation"][f"{ds}-{m61}-{name}"] = run_entry(ds, m61, loss, seeds["ablation"], extra)
+    runs = [r for g in groups.values() for r in g.values()]
     header = {"profile": p["name"], "description": p.get("description", ""), "datasets": p["datasets"]}
+    sections = {"train": {**TRAIN_DEFAULTS, **p["train"]},
+                "models": {m: p["models"].get(m, {}) for m in dict.fromkeys(r["model"] for r in runs)},
+                "losses": {l: p["losses"].get(l, {}) for l in dict.fromkeys(r["loss"] for r in runs)}}
     data = {**p["data"], **source_stages(p["datasets"])}
-    return check_params({**header, "data": data, "bench": p.get("bench", {}), **groups}, f"profile {p['name']!r}")
+    return check_params({**header, "data": data, "bench": p.get("bench", {}), **sections, **groups}, f"profile {p['name']!r}")
 
 # %% ../nbs/07_pipeline.ipynb #1c356583
 PROFILES_DIR = Path("profiles")
@@ -203,7 +231,7 @@ def use_profile(name: str, params_path="params.yaml", profiles_dir=PROFILES_DIR)
     params = expand_profile(load_profile(name, profiles_dir))
     with atomic_write(params_path) as f:
         f.write(PARAMS_HEADER.format(name=name))
-        yaml.safe_dump(params, f, sort_keys=False, width=120)
+        yaml.safe_dump(params, f, sort_keys=False, width=120, default_flow_style=None)
     return params
 
 # %% ../nbs/07_pipeline.ipynb #f6b19b3b

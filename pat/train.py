@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train.ipynb #40307c70
 from __future__ import annotations
-import ctypes, hashlib, json, math, os, random, re, resource, signal, time
+import ctypes, hashlib, json, math, os, random, re, resource, shutil, signal, time
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -24,8 +24,8 @@ __all__ = ['CODE_FILES', 'confusion_matrix', 'segmentation_metrics', 'group_miou
            'data_hash', 'run_key', 'dataset_root', 'batch_indices', 'flip_batch', 'TrainBatches', 'pick_device',
            'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint', 'peak_memory_mb', 'evaluate',
            'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer', 'die_with_parent', 'run_jobs', 'device_slots',
-           'train_seeds', 'colorize', 'class_legend', 'save_prediction_figure', 'pending_jobs', 'share',
-           'default_per_device', 'pack', 'main']
+           'seed_dir', 'publish', 'train_seeds', 'colorize', 'class_legend', 'save_prediction_figure', 'share',
+           'run_share', 'pending_jobs', 'default_per_device', 'pack', 'main']
 
 # %% ../nbs/03_train.ipynb #d9fc2690
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = 255) -> torch.Tensor:
@@ -380,17 +380,38 @@ def device_slots(device: torch.device, n: int) -> list[str]:
     if device.type != "cuda" or device.index is not None: return [str(device)] * n
     return [f"cuda:{i % torch.cuda.device_count()}" for i in range(n)]
 
+def seed_dir(work_root, key: str, seed: int) -> Path:
+    "Where seed `seed` of the run with run key `key` trains: `work_root/<key>/seed<seed>`."
+    return Path(work_root) / key / f"seed{seed}"
+
+def publish(work, out) -> Path:
+    "Copy a finished seed's outputs from its work folder `work` to `out`, without the checkpoint; `out` is replaced."
+    out = Path(out)
+    if out.exists(): shutil.rmtree(out)
+    shutil.copytree(work, out, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    return out
+
 def train_seeds(cfg: dict, seeds, out_dir, data_root="data/prepared", stats_root="data/stats",
-                workers: int | None = None, progress: bool = True) -> dict:
-    "Train every seed of run `cfg` into `out_dir/seed<k>`, `workers` processes at a time (default: all seeds, up to 2 per core on CPU)."
+                workers: int | None = None, progress: bool = True, work_root=None) -> dict:
+    """Train every seed of run `cfg` into `out_dir/seed<k>`, `workers` processes at a time (default: all seeds, up to 2
+    per core on CPU). With `work_root`, each seed trains in its work folder (`seed_dir`) and is then `publish`ed."""
     cfg, seeds = run_config(cfg), list(seeds)
     device = pick_device(cfg["device"])
     if workers is None: workers = len(seeds) if device.type == "cuda" else min(len(seeds), max(1, 2 * _cpus() // cfg["threads"]))
     if workers < 1: raise ValueError(f"`workers` must be >= 1, got {workers}")
+    if work_root is None: dirs = {s: Path(out_dir) / f"seed{s}" for s in seeds}
+    else:
+        root = dataset_root(data_root, cfg["dataset"])
+        key = run_key(cfg, load_meta(root), load_stats(Path(stats_root) / cfg["dataset"] / "stats.json"))["key"]
+        dirs = {s: seed_dir(work_root, key, s) for s in seeds}
     if workers == 1:
-        return {s: train_run(cfg, s, Path(out_dir) / f"seed{s}", data_root, stats_root, progress=progress) for s in seeds}
-    jobs = [({**cfg, "device": d}, s, Path(out_dir) / f"seed{s}", data_root, stats_root) for s, d in zip(seeds, device_slots(device, len(seeds)))]
-    return dict(zip(seeds, run_jobs(jobs, workers, device, f"{cfg['loss']}/{cfg['model']} seeds {','.join(map(str, seeds))}", progress)))
+        results = {s: train_run(cfg, s, dirs[s], data_root, stats_root, progress=progress) for s in seeds}
+    else:
+        jobs = [({**cfg, "device": d}, s, dirs[s], data_root, stats_root) for s, d in zip(seeds, device_slots(device, len(seeds)))]
+        results = dict(zip(seeds, run_jobs(jobs, workers, device, f"{cfg['loss']}/{cfg['model']} seeds {','.join(map(str, seeds))}", progress)))
+    if work_root is not None:
+        for s in seeds: publish(dirs[s], Path(out_dir) / f"seed{s}")
+    return results
 
 # %% ../nbs/03_train.ipynb #016ed0d5
 def colorize(mask: np.ndarray, colors, ignore_index=255) -> np.ndarray:
@@ -427,24 +448,33 @@ def save_prediction_figure(path, root, predictions: np.ndarray, meta: dict):
     plt.close(fig)
 
 # %% ../nbs/03_train.ipynb #4600096b
-def pending_jobs(params: dict, groups=None, runs_root="runs", data_root="data/prepared", stats_root="data/stats", shard=(1, 1)) -> list:
-    """The (cfg, seed, out_dir, data_root, stats_root) of every seed in `groups` of `params` without finished, current
-    metrics, in share `shard` = (k, n). Shares are cut from the whole list, finished or not, so they stay disjoint
-    however far each worker has got."""
-    jobs, data = [], {}                               # data: each dataset's meta and stats, read once
-    for group in groups or GROUPS:
-        for key, run in params[group].items():
-            cfg, ds = run_config(run, f"{group}.{key}"), run["dataset"]
-            if ds not in data: data[ds] = load_meta(dataset_root(data_root, ds)), load_stats(Path(stats_root) / ds / "stats.json")
-            rk = run_key(cfg, *data[ds])["key"]
-            for seed in run["seeds"]:
-                jobs.append((cfg, seed, Path(runs_root) / group / key / f"seed{seed}", data_root, stats_root, rk))
-    return [job[:-1] for job in share(jobs, *shard) if finished_metrics(job[2], job[-1]) is None]
-
-def share(jobs: list, k: int, n: int) -> list:
-    "The k-th (1..n) of n disjoint shares of `jobs`: every n-th job from the k-th."
+def share(items: list, k: int, n: int) -> list:
+    "The k-th (1..n) of n disjoint shares of `items`: every n-th item from the k-th."
     if not 1 <= k <= n: raise ValueError(f"share {k}/{n}: expected 1 <= k <= n")
-    return jobs[k - 1::n]
+    return items[k - 1::n]
+
+def run_share(params: dict, groups=None, shard=(1, 1)) -> list:
+    """The runs `(group, key)` of `groups` in share `shard` = (k, n), cut from the list of distinct run settings (so runs
+    with the same settings, as Table 6.1's PAT and the ablation's, fall in the same share), finished or not: the shares
+    stay disjoint however far each worker has got, and every machine computes the same ones."""
+    runs = [(g, key, config_hash(run_config(run, f"{g}.{key}"))) for g in groups or GROUPS for key, run in params[g].items()]
+    mine = set(share(list(dict.fromkeys(h for *_, h in runs)), *shard))
+    return [(g, key) for g, key, h in runs if h in mine]
+
+def pending_jobs(params: dict, groups=None, work_root="runs/.work", data_root="data/prepared", stats_root="data/stats", shard=(1, 1)) -> list:
+    """The (cfg, seed, work folder, data_root, stats_root) of every seed of the runs in `run_share(params, groups, shard)`
+    without finished, current metrics in its work folder; a seed two runs share is listed once."""
+    jobs, data, seen = [], {}, set()                  # data: each dataset's meta and stats, read once
+    for group, key in run_share(params, groups, shard):
+        run = params[group][key]
+        cfg, ds = run_config(run, f"{group}.{key}"), run["dataset"]
+        if ds not in data: data[ds] = load_meta(dataset_root(data_root, ds)), load_stats(Path(stats_root) / ds / "stats.json")
+        rk = run_key(cfg, *data[ds])["key"]
+        for seed in run["seeds"]:
+            work = seed_dir(work_root, rk, seed)
+            if work not in seen and finished_metrics(work, rk) is None: jobs.append((cfg, seed, work, data_root, stats_root))
+            seen.add(work)
+    return jobs
 
 def default_per_device(device: torch.device, gpu_gb: float = 6.0) -> int:
     "Concurrent runs per device: as many as fit in a GPU's free memory at `gpu_gb` each (1-32), or two per core on CPU."
@@ -453,9 +483,10 @@ def default_per_device(device: torch.device, gpu_gb: float = 6.0) -> int:
     return int(min(32, max(1, free / 2**30 // gpu_gb)))
 
 def pack(params_file="params.yaml", groups=None, per_device: int | None = None, gpu_gb: float = 6.0, shard=(1, 1),
-         runs_root="runs", data_root="data/prepared", stats_root="data/stats", progress: bool = True) -> dict:
-    "Train the pending seeds of `groups` in one pool, `per_device` at a time on each device; returns the aggregate throughput."
-    jobs = pending_jobs(load_params(params_file), groups, runs_root, data_root, stats_root, shard)
+         work_root="runs/.work", data_root="data/prepared", stats_root="data/stats", progress: bool = True) -> dict:
+    """Train the pending seeds of `groups` (share `shard`) into their work folders in one pool, `per_device` at a time
+    on each device; returns the aggregate throughput. The DVC stages then find them finished and copy them."""
+    jobs = pending_jobs(load_params(params_file), groups, work_root, data_root, stats_root, shard)
     if not jobs: return {"jobs": 0}
     device = pick_device(jobs[0][0]["device"])
     n_dev = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 1
@@ -469,26 +500,34 @@ def pack(params_file="params.yaml", groups=None, per_device: int | None = None, 
     return {"jobs": len(jobs), "workers": workers, "device": str(device), "wall_s": round(wall, 1), "steps": steps,
             "steps_per_s": round(steps / wall, 2), "steps_per_s_one_run": round(float(np.median([m["steps_per_sec"] for m in results])), 2)}
 
+def _shard(text: str) -> tuple[int, int]:
+    if not re.fullmatch(r"\d+/\d+", text): raise ValueError(f"--share {text!r}: expected k/N, e.g. 2/4")
+    k, n = map(int, text.split("/"))
+    share([], k, n)                                   # checks 1 <= k <= n
+    return k, n
+
 def main(argv=None):
-    "CLI: `python -m pat.train pack [...]`."
+    "CLI: `python -m pat.train pack [...]` trains pending seeds; `python -m pat.train stages --share k/N` lists a worker's stages."
     import argparse
     ap = argparse.ArgumentParser(prog="python -m pat.train", description="Train runs outside DVC's one-stage-at-a-time order.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack", help="train every pending seed of the params' groups in one pool (then `dvc repro` records them)")
-    p.add_argument("--params", default="params.yaml", help="the params file (default params.yaml)")
-    p.add_argument("--groups", nargs="+", choices=GROUPS, help="table groups to train (default: all)")
+    s = sub.add_parser("stages", help="the DVC training stages of one share, for `dvc repro` on worker k of N")
+    for q in (p, s):
+        q.add_argument("--params", default="params.yaml", help="the params file (default params.yaml)")
+        q.add_argument("--groups", nargs="+", choices=GROUPS, help="table groups (default: all)")
+        q.add_argument("--share", default="1/1", help="k/N: only the k-th of N disjoint shares of the runs (several machines or GPUs)")
     p.add_argument("--per-device", type=int, help="concurrent runs per device (default: free GPU memory / --gpu-gb, or 2 per core)")
     p.add_argument("--gpu-gb", type=float, default=6.0, help="GPU memory to plan per run (default 6)")
-    p.add_argument("--share", default="1/1", help="k/N: train only the k-th of N disjoint shares (several machines or GPUs)")
-    p.add_argument("--list", action="store_true", help="print the pending seeds of this share and exit")
+    p.add_argument("--list", action="store_true", help="print the work folders of the pending seeds of this share and exit")
     a = ap.parse_args(argv)
     try:
-        if not re.fullmatch(r"\d+/\d+", a.share): raise ValueError(f"--share {a.share!r}: expected k/N, e.g. 2/4")
-        k, n = map(int, a.share.split("/"))
-        if a.list:
-            for cfg, seed, out, *_ in pending_jobs(load_params(a.params), a.groups, shard=(k, n)): print(out)
-            return
-        print(json.dumps(pack(a.params, a.groups, a.per_device, a.gpu_gb, (k, n))))
+        shard = _shard(a.share)
+        if a.cmd == "stages":
+            for g, key in run_share(load_params(a.params), a.groups, shard): print(f"train_{g}@{key}")
+        elif a.list:
+            for cfg, seed, work, *_ in pending_jobs(load_params(a.params), a.groups, shard=shard): print(work)
+        else: print(json.dumps(pack(a.params, a.groups, a.per_device, a.gpu_gb, shard)))
     except (ParamsError, ValueError, FileNotFoundError) as e: raise SystemExit(f"error: {e}")
 
 # %% ../nbs/03_train.ipynb #ddcd2a23

@@ -30,7 +30,7 @@ def checkout(tmp_path_factory):
         if (ROOT / f).is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
-    sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm copy", dst)
+    sh("git init -q && git config user.name t && git config user.email t@t && git add -A && git commit -qm copy", dst)
     sh("python -m pat.pipeline use ci", dst)
     return dst
 
@@ -68,22 +68,68 @@ def test_dvc_metrics_and_plots_show_the_tables(checkout, tmp_path):
     assert "fig4_5.png" in html and "fig6_3.png" in html
 
 
-def test_changing_one_loss_parameter_reruns_only_its_runs_and_tables(checkout):
-    "`dvc status` lists only the LDAM runs; `dvc repro` then reruns them and exactly the tables built from them."
-    params = yaml.safe_load((checkout / "params.yaml").read_text())
-    for group in ("t61", "t62", "t63", "ablation"):
-        for run in params[group].values():
-            if run["loss"] == "ldam": run["loss_params"]["mu"] = 0.3
-    (checkout / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = json.loads(sh("dvc status --json", checkout).stdout)
-    changed = set(status)
-    trains = {s for s in changed if s.startswith("train_")}
-    assert trains and all(s.endswith("-ldam") for s in trains), trains
-    assert {s.split("@")[1] for s in trains} == {k for g in ("t61", "t62") for k, r in params[g].items() if r["loss"] == "ldam"}
-    tables = {"table6_1", "table6_2", "table6_4", "figures"}  # their params groups (t61, t62) changed too
-    assert changed == trains | tables, changed ^ (trains | tables)
-    ran = set(re.findall(r"Running stage '([^']+)'", sh("dvc repro", checkout).stdout))
-    assert ran == trains | {"table6_1", "table6_2", "table6_4", "figures"}, ran ^ (trains | {"table6_1", "table6_2", "table6_4", "figures"})
+def _ran(output, train=False):
+    "The stages a dvc command ran (only the training stages with `train`)."
+    return {s for s in re.findall(r"Running stage '([^']+)'", output) if not train or s.startswith("train_")}
+
+
+def _train_stages(checkout, keep=lambda run: True):
+    from pat.pipeline import GROUPS, load_params
+    params = load_params(checkout / "params.yaml")
+    return {f"train_{g}@{k}" for g in GROUPS for k, run in params[g].items() if keep(run)}
+
+
+def test_exp_run_sets_one_loss_parameter_reruns_only_its_runs_and_restores_them_from_the_run_cache(checkout):
+    """`dvc exp run -S losses.pat.T=10` re-runs exactly the PAT runs of every group and the tables built from them;
+    setting T back restores those runs from DVC's run-cache: nothing trains, the metrics are the first ones again."""
+    sh("dvc repro", checkout, timeout=1800)
+    pat_runs = _train_stages(checkout, lambda run: run["loss"] == "pat")
+    before = _metrics(checkout, "t61", "synthetic-segnet-pat")
+    r = sh("dvc exp run -S losses.pat.T=10", checkout, timeout=1800)
+    assert _ran(r.stdout, train=True) == pat_runs, _ran(r.stdout, train=True) ^ pat_runs
+    assert _ran(r.stdout) - pat_runs == {"table6_1", "table6_2", "table6_3", "table6_4", "ablation", "figures"}
+    assert _metrics(checkout, "t61", "synthetic-segnet-pat")["config"]["loss_params"] == {"T": 10}
+    assert _metrics(checkout, "t63", "synthetic-segnet-pat-T5")["config"]["loss_params"] == {"T": 5}     # its own T
+    shown = sh("dvc exp show --csv", checkout).stdout
+    assert "losses.pat.T" in shown and "t61.synthetic-segnet-pat.miou_mean" in shown
+    r = sh("dvc exp run -S losses.pat.T=20", checkout, timeout=1800)
+    assert not _ran(r.stdout, train=True), _ran(r.stdout, train=True)
+    assert pat_runs <= set(re.findall(r"Stage '([^']+)' is cached - skipping run, checking out outputs", r.stdout))
+    assert _metrics(checkout, "t61", "synthetic-segnet-pat") == before
+
+
+def test_two_workers_split_the_runs_over_a_shared_remote_and_a_third_clone_trains_nothing(checkout, tmp_path):
+    """Scale-out: two clones reproduce disjoint shares of the training stages at the same time and push outputs and
+    run-cache to a shared (local-folder) remote; a third clone restores every run from it without training, and its
+    tables equal the single-machine repro's."""
+    sh("dvc repro", checkout, timeout=1800)                        # the single-machine reference
+    origin = tmp_path / "origin"
+    sh(f"git clone -q {checkout} {origin}", tmp_path)
+    (origin / "params.yaml").write_text((checkout / "params.yaml").read_text())      # the ci profile
+    sh(f"dvc remote add -d shared {tmp_path / 'remote'} && git add -A && git commit -qm 'ci profile, shared remote'", origin)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    workers = []
+    for k in (1, 2):
+        w = tmp_path / f"worker{k}"
+        sh(f"git clone -q {origin} {w}", tmp_path)
+        stages = sh(f"python -m pat.train stages --share {k}/2", w).stdout.split()
+        workers.append((stages, subprocess.Popen(f"dvc repro --pull {' '.join(stages)} && dvc push --run-cache", cwd=w, shell=True,
+                                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+    trained = []
+    for stages, p in workers:
+        out = p.communicate(timeout=1800)[0]
+        assert p.returncode == 0, out[-3000:]
+        trained.append(_ran(out, train=True))
+        assert trained[-1] == set(stages), out[-3000:]
+    every = _train_stages(checkout)
+    assert trained[0] and trained[1] and not trained[0] & trained[1] and trained[0] | trained[1] == every
+    assembler = tmp_path / "assembler"
+    sh(f"git clone -q {origin} {assembler}", tmp_path)
+    r = sh("dvc repro --pull", assembler, timeout=1800)
+    assert not _ran(r.stdout, train=True), _ran(r.stdout, train=True)
+    assert every <= set(re.findall(r"Stage '([^']+)' is cached - skipping run, checking out outputs", r.stdout))
+    for table in sorted((checkout / "results" / "tables").glob("*.md")):
+        assert (assembler / "results" / "tables" / table.name).read_text() == table.read_text(), table.name
 
 
 def _train_cmd(out, data_root, stats_root, stop=""):
@@ -132,18 +178,22 @@ def test_invalid_settings_fail_before_training(checkout, tmp_path, param, value,
 
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml") if p.stem != "base"))
 def test_every_profile_gives_params_dvc_can_find(profile):
-    "Each run stage names its params as `group.key`; DVC splits that at dots, so the lookup must land on the entry."
+    "Each run stage names its params as `group.key`, `models.<model>` and `losses.<loss>`; DVC splits them at dots, so each lookup must land."
     from pat.pipeline import expand_profile, load_profile
     params = expand_profile(load_profile(profile, ROOT / "profiles"))
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    def lookup(path):
+        node = params
+        for part in path.split("."): node = node[part]
+        return node
     for stage in stages.values():
         if "foreach" not in stage: continue
         group = stage["foreach"].strip("${}")
         if not isinstance(params.get(group), dict): continue      # e.g. `data.enabled`, a list of datasets
-        for key in params[group]:
-            node = params
-            for part in f"{group}.{key}".split("."): node = node[part]
-            assert node["seeds"], f"{profile}: {group}.{key} has no seeds"
+        assert stage["do"]["params"] == [f"{group}.${{key}}", "train", "models.${item.model}", "losses.${item.loss}"]
+        for key, run in params[group].items():
+            assert lookup(f"{group}.{key}")["seeds"], f"{profile}: {group}.{key} has no seeds"
+            assert isinstance(lookup(f"models.{run['model']}"), dict) and isinstance(lookup(f"losses.{run['loss']}"), dict)
 
 
 def test_training_stages_and_run_key_cover_every_module_a_run_executes():

@@ -166,32 +166,47 @@ def test_seed_workers_die_with_their_parent(data, tmp_path):
     assert not alive, f"seed workers {alive} outlived their parent"
 
 
-def test_pack_trains_the_pending_seeds_once_in_disjoint_shares(data, tmp_path):
-    "`pack` trains what the params list and is not finished; shares split the jobs; a finished seed is not trained again."
+def test_pack_trains_each_distinct_seed_once_in_disjoint_shares(data, tmp_path):
+    """`pack` trains what the params list and is not finished, once per distinct run and seed; shares split the runs;
+    `train_seeds` with a work root then only copies the finished seeds out, without their checkpoints."""
     import yaml
-    from pat.pipeline import GROUPS
-    from pat.train import pack, pending_jobs, share
-    run = {**CFG, "seeds": [0, 1], "iterations": 2}
-    params = {"profile": "t", "datasets": ["synthetic"], "data": {"enabled": ["synthetic"]},
-              **{g: {} for g in GROUPS}, "t61": {"synthetic-segnet-pat": run, "synthetic-segnet-ce": {**run, "loss": "ce", "loss_params": {}}}}
-    params.update(t62=params["t61"], t63=params["t61"], ablation=params["t61"])
-    pf = tmp_path / "params.yaml"; pf.write_text(yaml.safe_dump(params))
-    kw = dict(runs_root=tmp_path / "runs", data_root=data / "prepared", stats_root=data / "stats")
-    jobs = pending_jobs(params, ["t61"], **kw)
-    assert [(j[0]["loss"], j[1]) for j in jobs] == [("pat", 0), ("pat", 1), ("ce", 0), ("ce", 1)]
-    assert [j[1:3] for j in share(jobs, 1, 2)] + [j[1:3] for j in share(jobs, 2, 2)] == [j[1:3] for j in jobs[0::2] + jobs[1::2]]
-    with pytest.raises(ValueError, match="share 3/2"): share(jobs, 3, 2)
-    res = pack(pf, ["t61"], shard=(1, 2), progress=False, **kw)
+    from pat.pipeline import GROUPS, TRAIN_DEFAULTS, load_params
+    from pat.train import pack, pending_jobs, run_share, seed_dir, share
+    entry = lambda loss: {"dataset": "synthetic", "model": "segnet", "loss": loss, "seeds": [0, 1]}
+    runs = {"synthetic-segnet-pat": entry("pat"), "synthetic-segnet-ce": entry("ce")}
+    train = {**TRAIN_DEFAULTS, **{k: CFG[k] for k in ("batch_size", "checkpoint_every", "eval_batch_size", "n_predictions")}, "iterations": 2}
+    pf = tmp_path / "params.yaml"
+    pf.write_text(yaml.safe_dump({"profile": "t", "datasets": ["synthetic"], "data": {"enabled": ["synthetic"]}, "train": train,
+                                  "models": {"segnet": CFG["model_options"]}, "losses": {"pat": CFG["loss_params"], "ce": {}},
+                                  **{g: runs for g in GROUPS}, "t63": {"synthetic-segnet-pat-T9": {**entry("pat"), "loss_params": {"T": 9}}}}, sort_keys=False))
+    params = load_params(pf)
+    kw = dict(work_root=tmp_path / "work", data_root=data / "prepared", stats_root=data / "stats")
+    jobs = pending_jobs(params, **kw)        # t61's runs are also t62's and the ablation's: each seed listed once
+    assert [(j[0]["loss"], j[0]["loss_params"].get("T"), j[1]) for j in jobs] == [
+        ("pat", 5, 0), ("pat", 5, 1), ("ce", None, 0), ("ce", None, 1), ("pat", 9, 0), ("pat", 9, 1)]
+    # distinct runs are dealt in turn; a run's stages in every group fall in the same share
+    assert run_share(params, shard=(1, 2)) == [("t61", "synthetic-segnet-pat"), ("t62", "synthetic-segnet-pat"),
+                                              ("t63", "synthetic-segnet-pat-T9"), ("ablation", "synthetic-segnet-pat")]
+    assert run_share(params, shard=(2, 2)) == [(g, "synthetic-segnet-ce") for g in ("t61", "t62", "ablation")]
+    with pytest.raises(ValueError, match="share 3/2"): share([], 3, 2)
+    res = pack(pf, shard=(2, 2), progress=False, **kw)
     assert res["jobs"] == 2 and res["steps"] == 4 and res["steps_per_s"] > 0
-    assert pending_jobs(params, ["t61"], shard=(1, 2), **kw) == []
-    left = pending_jobs(params, ["t61"], **kw)
-    assert [j[1:3] for j in left] == [j[1:3] for j in share(jobs, 2, 2)] == [j[1:3] for j in pending_jobs(params, ["t61"], shard=(2, 2), **kw)]
-    # a packed seed is exactly what train_run gives: the DVC stage afterwards only finds it finished
-    packed = json.loads((tmp_path / "runs" / "t61" / "synthetic-segnet-pat" / "seed0" / "metrics.json").read_text())
-    alone = train_run({**CFG, "iterations": 2}, 0, tmp_path / "alone", data / "prepared", data / "stats", progress=False)
-    assert packed["confusion_matrix"] == alone["confusion_matrix"] and packed["run_key"] == alone["run_key"]
-    assert pack(pf, ["t61"], shard=(2, 2), progress=False, **kw)["jobs"] == 2
-    assert pack(pf, ["t61"], progress=False, **kw) == {"jobs": 0}
+    assert pending_jobs(params, shard=(2, 2), **kw) == []
+    assert [j[2] for j in pending_jobs(params, **kw)] == [j[2] for j in pending_jobs(params, shard=(1, 2), **kw)] == [j[2] for j in jobs if j[0]["loss"] == "pat"]
+    # a packed seed is exactly what train_run gives
+    ce = params["t62"]["synthetic-segnet-ce"]
+    alone = train_run(ce, 0, tmp_path / "alone", data / "prepared", data / "stats", progress=False)
+    work = seed_dir(kw["work_root"], alone["run_key"], 0)
+    assert json.loads((work / "metrics.json").read_text())["confusion_matrix"] == alone["confusion_matrix"]
+    # a stage's train_seeds copies it out, results only, and trains nothing (the work folder is untouched)
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("*")}
+    out = tmp_path / "runs" / "t62" / "synthetic-segnet-ce"
+    got = train_seeds(ce, [0, 1], out, data / "prepared", data / "stats", workers=1, progress=False, work_root=kw["work_root"])
+    assert got[0]["confusion_matrix"] == alone["confusion_matrix"] and {p: p.stat().st_mtime_ns for p in work.rglob("*")} == before
+    assert sorted(str(p.relative_to(out / "seed0")) for p in (out / "seed0").rglob("*")) == sorted(str(p.relative_to(work)) for p in before)
+    assert "metrics.json" in os.listdir(out / "seed1") and not list(out.rglob("checkpoint.pt"))
+    assert pack(pf, progress=False, **kw)["jobs"] == 4                # the other share: PAT with T=5 and T=9
+    assert pack(pf, progress=False, **kw) == {"jobs": 0}
 
 
 def _batches_agree(data, device):

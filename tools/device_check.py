@@ -62,14 +62,14 @@ def _prepare_camvid(carry: Path, work: Path, size=None):
 
 
 def _params(dry: bool) -> dict:
-    "The expanded `gpu` profile (for a dry run: tiny networks, two steps, on the CPU)."
-    from pat.pipeline import expand_profile, load_profile
+    "The expanded `gpu` profile with every run's full settings (for a dry run: tiny networks, two steps, on the CPU)."
+    from pat.pipeline import expand_profile, load_profile, resolve_params
     profile = load_profile("gpu", ROOT / "profiles")
     if dry:
         profile["models"] = {"segnet": {"width": 0.0625}, "attunet": {"base_channels": 4}, **{m: {"encoder": "resnet18"} for m in
                              ("unet", "unetpp", "dlv3", "dlv3p")}}
         profile["train"].update(iterations=2, device="cpu", batch_size=2)
-    return expand_profile(profile)
+    return resolve_params(expand_profile(profile))
 
 
 def one_step_each(models: dict, device: str, size=(360, 480), batch: int = 8) -> dict:
@@ -119,7 +119,8 @@ def one_step_each(models: dict, device: str, size=(360, 480), batch: int = 8) ->
 def profile_slice(params: dict, work: Path, iterations: int | None) -> dict:
     "SegNet CE and PAT of Table 6.1, 3 seeds each: one run alone, then all six packed onto the device; rates and test metrics."
     import shutil, yaml
-    from pat.train import pack, train_run
+    from pat.data import load_meta, load_stats
+    from pat.train import pack, run_config, run_key, seed_dir, train_run
     for old in ("alone", "runs"): shutil.rmtree(work / old, ignore_errors=True)     # measure, never reuse
     keep = {k: ({**r, "iterations": iterations} if iterations else r) for k, r in params["t61"].items() if r["loss"] in SLICE_LOSSES}
     sliced = {**params, "t61": keep, **{g: dict(list(params[g].items())[:1]) for g in ("t62", "t63", "ablation")}}
@@ -132,12 +133,14 @@ def profile_slice(params: dict, work: Path, iterations: int | None) -> dict:
                alone_wall_s=round(time.time() - t0, 1))
     print(f"## one run alone ({alone['device']}): {alone['steps']} steps at {alone['steps_per_sec']:.2f} steps/s "
           f"({alone['train_seconds']:.0f} s training, {res['alone_wall_s']:.0f} s with evaluation), peak {alone['peak_memory_mb'] / 1024:.1f} GiB", flush=True)
-    res["packed"] = pack(work / "params.yaml", ["t61"], runs_root=work / "runs", data_root=prepared, stats_root=stats, progress=False)
+    res["packed"] = pack(work / "params.yaml", ["t61"], work_root=work / "runs", data_root=prepared, stats_root=stats, progress=False)
     print(f"## packed: {json.dumps(res['packed'])}")
     res["runs"] = {}
+    meta, stats_json = load_meta(prepared / run["dataset"]), load_stats(stats / run["dataset"] / "stats.json")
     for key, r in keep.items():
+        rk = run_key(run_config(r), meta, stats_json)["key"]
         for s in r["seeds"]:
-            m = json.loads((work / "runs" / "t61" / key / f"seed{s}" / "metrics.json").read_text())
+            m = json.loads((seed_dir(work / "runs", rk, s) / "metrics.json").read_text())
             res["runs"][f"{key}/seed{s}"] = {k: m.get(k) for k in ("miou", "miou_head", "miou_mid", "miou_tail", "iou", "steps_per_sec", "peak_memory_mb")}
             res["runs"][f"{key}/seed{s}"]["val_miou"] = m["val"]["miou"]
     print(f"## slice metrics after {run['iterations']} iterations (test mIoU, head / mid / tail; IoU per class)")
@@ -220,7 +223,7 @@ def flops(size=(360, 480)):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from pat.models import build_model
-    from pat.pipeline import expand_profile, load_profile
+    from pat.pipeline import expand_profile, load_profile, resolve_params
     profile = load_profile("gpu", ROOT / "profiles")
     per_image = {}
     for name, options in profile["models"].items():
@@ -228,7 +231,7 @@ def flops(size=(360, 480)):
         with FlopCounterMode(display=False) as fc: net(x).sum().backward()
         per_image[name] = fc.get_total_flops() / 2
         print(f"{name}: {per_image[name] / 1e9:.0f} GFLOP per image, forward + backward", flush=True)
-    params = expand_profile(profile)
+    params = resolve_params(expand_profile(profile))
     runs = [r for g in ("t61", "t62", "t63", "ablation") for r in params[g].values()]
     total = sum(per_image[r["model"]] * r["batch_size"] * r["iterations"] * len(r["seeds"]) for r in runs)
     print(f"gpu profile: {total / 1e15:.0f} PFLOP of training; at 200 / 250 / 400 TFLOP/s sustained: "
