@@ -56,3 +56,9 @@ device-check:
 
 clean-venv:
 	rm -rf $(VENV)
+
+## The documentation site from the notebooks, offline, into _site/ (open _site/index.html; see tools/build_docs.py).
+## KaTeX comes from npm into tools/docs/node_modules on first use
+.PHONY: docs
+docs: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/build_docs.py --out _site
