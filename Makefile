@@ -56,3 +56,12 @@ device-check:
 
 clean-venv:
 	rm -rf $(VENV)
+
+## The documentation site from the notebooks, offline, into _site/ (open _site/index.html; see tools/build_docs.py).
+## KaTeX comes from npm into tools/docs/node_modules on first use; docs-check loads every page in headless Chromium
+.PHONY: docs docs-check
+docs: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/build_docs.py --out _site
+
+docs-check: docs
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/check_docs_chromium.py _site

@@ -5,18 +5,20 @@ import setuptools
 cfg = ConfigParser(delimiters=['='])
 cfg.read('settings.ini')
 cfg = cfg['DEFAULT']
+# settings.ini leaves git_url and author_email empty while the project has no public repository
+urls = {'Source': cfg['git_url']} if cfg.get('git_url') else {}
 
 setuptools.setup(
     name=cfg.get('dist_name', cfg['lib_name']),
     version=cfg['version'],
     description=cfg['description'],
     author=cfg['author'],
-    author_email=cfg['author_email'],
+    author_email=cfg.get('author_email') or None,
     license='Apache-2.0',
     keywords=cfg['keywords'].split(),
     classifiers=['Programming Language :: Python :: 3', 'License :: OSI Approved :: Apache Software License'],
-    project_urls={'Source': cfg['git_url']},
-    url=cfg['git_url'],
+    project_urls=urls,
+    url=urls.get('Source'),
     packages=setuptools.find_packages(include=['pat', 'pat.*']),
     python_requires='>=' + cfg['min_python'],
     install_requires=cfg['requirements'].split(),

@@ -15,7 +15,7 @@ __all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'REDUCTIONS', 'BETA', 'PAT_CURV
            'class_weights_param', 'SegLoss', 'bin_counts', 'CountLoss', 'CELoss', 'focal_term', 'FocalLoss',
            'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight',
            'mask_sizes', 'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference', 'PATLoss', 'focal_value',
-           'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss']
+           'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss', 'MMSegLoss']
 
 # %% ../nbs/00_losses.ipynb #240515cc
 _DEBUG = {"checks": os.environ.get("PAT_DEBUG_CHECKS", "0") == "1"}
@@ -403,3 +403,58 @@ def get_loss(name: str, **params) -> SegLoss:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}")
     try: return LOSSES[name](**params)
     except TypeError as e: raise TypeError(f"bad parameters for loss {name!r}: {e}") from None
+
+# %% ../nbs/00_losses.ipynb #1d8c29d6
+def _mean_divisor(loss: SegLoss, logits: torch.Tensor, target: torch.Tensor):
+    "What `loss` with reduction 'mean' divides the sum of its 'none' terms by (see `SegLoss.reduce_pixels`, `PATLoss.loss`)."
+    if isinstance(loss, PATLoss) and loss.normalize == "mask": return target.shape[0]           # Eq. 4.43: 1/B
+    valid = target != loss.ignore_index
+    if loss.weight is None: return valid.sum().clamp_min(1)
+    w = loss.weight.to(device=logits.device, dtype=torch.promote_types(logits.dtype, torch.float32))
+    w = w.take(loss.label_index(target)) * valid
+    return w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+
+class MMSegLoss(nn.Module):
+    """A loss of `get_loss` with mmsegmentation's loss interface: `forward(cls_score, label, weight, avg_factor,
+    reduction_override, ignore_index)`, `loss_weight` and `loss_name` (mmseg sums the losses named `loss_*`)."""
+    def __init__(self, loss: str = "pat", reduction: str = "mean", loss_weight: float = 1.0,
+                 loss_name: str | None = None, class_weight=None, **params):
+        super().__init__()
+        self.reduction = check_choice("MMSegLoss", "reduction", reduction, REDUCTIONS)
+        self.loss_weight = check_number("MMSegLoss", "loss_weight", loss_weight)
+        name = f"loss_{loss}" if loss_name is None else loss_name
+        if not isinstance(name, str) or not name.startswith("loss_"):
+            raise ValueError(_bad_param("MMSegLoss", "loss_name", "a string starting with 'loss_' (mmseg adds only those to the total loss)", loss_name))
+        self._loss_name = name
+        if class_weight is not None:
+            if "weight" in params: raise TypeError("MMSegLoss takes `class_weight` or `weight` (the same per-class factors), not both")
+            params["weight"] = class_weight
+        self.mean_loss = get_loss(loss, **params)                        # the default call: the loss itself
+        self.pixel_loss = get_loss(loss, reduction="none", **params)     # per-pixel terms for every other call
+
+    @property
+    def loss_name(self) -> str:
+        "The loss's key in mmseg's dict of losses; mmseg adds the ones starting with `loss_` to the total."
+        return self._loss_name
+
+    def forward(self, cls_score: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,
+                avg_factor=None, reduction_override: str | None = None, ignore_index: int | None = 255) -> torch.Tensor:
+        reduction = check_choice("MMSegLoss", "reduction_override", reduction_override, REDUCTIONS) if reduction_override else self.reduction
+        own = self.pixel_loss.ignore_index
+        if ignore_index is not None and ignore_index != own:             # the head's ignored label -> the loss's
+            label = label.long().masked_fill(label == ignore_index, own)
+        if reduction == "mean" and weight is None and avg_factor is None:
+            return self.loss_weight * self.mean_loss(cls_score, label)
+        if reduction == "sum" and avg_factor is not None:
+            raise ValueError('MMSegLoss: avg_factor can not be used with reduction="sum" (as in mmseg)')
+        terms = self.pixel_loss(cls_score, label)                        # [B,H,W], 0 at ignored pixels
+        if weight is not None:
+            if torch.broadcast_shapes(weight.shape, terms.shape) != terms.shape:
+                raise ValueError(f"MMSegLoss: `weight` {tuple(weight.shape)} must broadcast to the per-pixel terms {tuple(terms.shape)}")
+            terms = terms * weight.to(terms.dtype)
+        if reduction == "none": loss = terms
+        elif reduction == "sum": loss = terms.sum()
+        elif avg_factor is not None: loss = terms.sum() / torch.as_tensor(avg_factor, dtype=terms.dtype, device=terms.device).clamp_min(torch.finfo(terms.dtype).tiny)
+        else: loss = terms.sum() / _mean_divisor(self.pixel_loss, cls_score, label.long())
+        return self.loss_weight * loss
+
