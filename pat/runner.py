@@ -6,13 +6,14 @@
 from __future__ import annotations
 import os, sys, threading
 from contextlib import contextmanager
+from unittest.mock import patch
 from pathlib import Path
 import yaml
 from .files import source_hash
 from .schema import read_yaml
 
 # %% auto #0
-__all__ = ['KERNEL_NOISE', 'CHECK_CODE', 'kernel_name', 'quiet_kernel_warning', 'NotebookFailed', 'run_notebook',
+__all__ = ['KERNEL_NOISE', 'CHECK_CODE', 'kernel_name', 'drop_noise', 'quiet_kernel_warning', 'NotebookFailed', 'run_notebook',
            'check_params_file', 'main']
 
 # %% ../nbs/10_runner.ipynb #ad91b02c
@@ -23,17 +24,21 @@ def kernel_name() -> str:
 
 KERNEL_NOISE = (b"running over TCP without encryption", b"KeyboardInterrupt caught in kernel")
 
+def drop_noise(chunk: bytes, noise=KERNEL_NOISE) -> bytes:
+    "`chunk` without its lines that contain one of `noise` (a progress bar's '\\r' updates between newlines pass as they come)."
+    return b"".join(line for line in chunk.splitlines(keepends=True) if not any(n in line for n in noise))
+
 @contextmanager
 def quiet_kernel_warning(noise=KERNEL_NOISE):
-    """The kernel inherits this process's stderr: pass everything through but ipykernel's log lines `noise`, the
-    warning about TCP transport (printed by every kernel start, harmless on one machine, it filled every stage's log)
-    and the interrupt papermill sends a failed kernel before shutting it down."""
+    """The kernel inherits this process's stderr: pass everything through as it comes (a training run's progress bar
+    draws there, see `pat.train.progress_bar`) but ipykernel's log lines `noise`, the warning about TCP transport
+    (printed by every kernel start, harmless on one machine, it filled every stage's log) and the interrupt papermill
+    sends a failed kernel before shutting it down."""
     read, write = os.pipe()
     saved = os.dup(2); os.dup2(write, 2); os.close(write)
     def pump():
-        with os.fdopen(read, "rb") as f:
-            for line in f:
-                if not any(n in line for n in noise): os.write(saved, line)
+        while chunk := os.read(read, 65536): os.write(saved, drop_noise(chunk, noise))
+        os.close(read)
     t = threading.Thread(target=pump, daemon=True); t.start()
     try: yield
     finally:
@@ -44,14 +49,15 @@ class NotebookFailed(RuntimeError):
 
 def run_notebook(src, dst, parameters: dict | None = None, cwd=".", progress: bool = False):
     """Execute notebook `src` with papermill `parameters` in `cwd`; write the executed copy to `dst` atomically.
-    On failure the executed copy, with the full traceback, is kept as `<dst stem>.failed.ipynb`."""
+    On failure the executed copy, with the full traceback, is kept as `<dst stem>.failed.ipynb`. The kernel gets
+    `PAT_PROGRESS=stderr`, so training progress bars draw on the terminal (`dvc repro` shows them)."""
     import papermill as pm
     src, dst = Path(src), Path(dst)
     if not src.exists(): raise FileNotFoundError(f"notebook {src} not found")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp, failed = dst.with_name(f".{dst.stem}.running.ipynb"), dst.with_name(f"{dst.stem}.failed.ipynb")
     try:
-        with quiet_kernel_warning():
+        with quiet_kernel_warning(), patch.dict(os.environ, PAT_PROGRESS="stderr"):   # the kernel inherits the environment
             pm.execute_notebook(str(src), str(tmp), parameters=parameters or {}, kernel_name=kernel_name(),
                                 language="python", cwd=str(cwd), progress_bar=progress, log_output=False)
         os.replace(tmp, dst)

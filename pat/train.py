@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train.ipynb #40307c70
 from __future__ import annotations
-import ctypes, hashlib, json, math, os, random, re, resource, shutil, signal, time
+import ctypes, hashlib, json, math, os, random, re, resource, shutil, signal, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -22,10 +22,10 @@ except ImportError: Live = None     # optional: the pipeline has it; a bare GPU 
 # %% auto #0
 __all__ = ['CODE_FILES', 'confusion_matrix', 'segmentation_metrics', 'group_miou', 'run_config', 'config_hash', 'code_hash',
            'data_hash', 'run_key', 'dataset_root', 'batch_indices', 'flip_batch', 'TrainBatches', 'pick_device',
-           'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint', 'peak_memory_mb', 'evaluate',
-           'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer', 'die_with_parent', 'run_jobs', 'device_slots',
-           'seed_dir', 'publish', 'train_seeds', 'colorize', 'class_legend', 'save_prediction_figure', 'share',
-           'run_share', 'pending_jobs', 'default_per_device', 'pack', 'main']
+           'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint', 'peak_memory_mb', 'progress_bar',
+           'evaluate', 'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer', 'die_with_parent', 'run_jobs',
+           'device_slots', 'seed_dir', 'publish', 'train_seeds', 'colorize', 'class_legend', 'save_prediction_figure',
+           'share', 'run_share', 'pending_jobs', 'default_per_device', 'pack', 'main']
 
 # %% ../nbs/03_train.ipynb #d9fc2690
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = 255) -> torch.Tensor:
@@ -160,6 +160,14 @@ def peak_memory_mb(device: torch.device) -> float:
     "Peak memory: CUDA's max allocated bytes, or this process's peak resident set size on CPU (MiB)."
     if device.type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+# %% ../nbs/03_train.ipynb #d26c472c
+def progress_bar(**kw):
+    """A tqdm bar. In a kernel that `pat.runner` started (`PAT_PROGRESS=stderr`) it draws on the kernel process's own
+    stderr, which the runner passes to the terminal, so `dvc repro` shows each run's progress; elsewhere tqdm.auto's."""
+    if os.environ.get("PAT_PROGRESS") != "stderr": return tqdm(**kw)
+    from tqdm.std import tqdm as plain
+    return plain(file=sys.__stderr__, mininterval=2.0, **kw)
 
 # %% ../nbs/03_train.ipynb #77c408d6
 @torch.no_grad()
@@ -296,7 +304,7 @@ def _train(cfg, seed, out, device, root, meta, stats, key, progress, stop_after,
     live = _NoLive() if Live is None else Live(str(out / "dvclive"), resume=step > 0, save_dvc_exp=False, report=None, dvcyaml=False)  # never edits dvc.yaml
     model.train(); loss_fn.train()
     if on_step: on_step(step)
-    timer, bar = StepTimer(device), tqdm(total=cfg["iterations"], initial=step, disable=not progress, desc=f"{cfg['loss']}/{cfg['model']} seed {seed}")
+    timer, bar = StepTimer(device), progress_bar(total=cfg["iterations"], initial=step, disable=not progress, desc=f"{cfg['loss']}/{cfg['model']} seed {seed}")
     while step < cfg["iterations"]:
         timer.start()
         images, masks = batches(step)
@@ -367,7 +375,7 @@ def run_jobs(jobs: list, workers: int, device: torch.device, desc: str = "", pro
     method = "fork" if device.type == "cpu" and "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     steps = ctx.Array("q", len(jobs), lock=False)
-    bar = tqdm(total=sum(j[0]["iterations"] for j in jobs), disable=not progress, desc=desc)
+    bar = progress_bar(total=sum(j[0]["iterations"] for j in jobs), disable=not progress, desc=desc)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(steps, ctx.Lock(), os.getpid())) as pool:
         futures = [pool.submit(_train_seed, (*job, i)) for i, job in enumerate(jobs)]
         while wait(futures, timeout=0.5).not_done: bar.update(sum(steps) - bar.n)
