@@ -39,7 +39,8 @@ EXPECTED = ["results/tables/table5_1.md", "results/tables/table6_1.md", "results
             "results/tables/table6_3.md", "results/tables/table6_4.md", "results/tables/ablation.md",
             "results/bench/table5_2.md", "results/figures/fig4_5.png", "results/figures/fig6_3.png",
             "results/figures/fig6_3_training.png", "results/figures/predictions/synthetic.png",
-            "results/figures/data_synthetic_shares.png", "results/figures/data_synthetic_mask_sizes.png"]
+            "results/figures/data_synthetic_shares.png", "results/figures/data_synthetic_mask_sizes.png",
+            "results/plots/t61_train_loss.csv"]
 
 
 def test_repro_writes_every_table_and_figure(checkout):
@@ -78,6 +79,7 @@ def test_dvc_metrics_and_plots_show_the_tables(checkout, tmp_path):
     sh(f"dvc plots show -o {tmp_path}/plots", checkout)
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "fig4_5.png" in html and "fig6_3.png" in html
+    assert '"field": "pat"' in html and '"field": "ldam"' in html        # Table 6.1's training curves, one line per loss
 
 
 def _ran(output, train=False):
