@@ -151,7 +151,7 @@ def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
         calls.append(item)
         if len(calls) == 4: raise KeyboardInterrupt
         return orig(item)
-    monkeypatch.setattr(D, 'read_camvid', flaky)
+    monkeypatch.setattr(R, 'read_camvid', flaky)
     with pytest.raises(KeyboardInterrupt):
         D.prepare('camvid', {'path': str(src), 'size': [3, 4]}, tmp_path / 'p')
     assert sorted(p.name for p in (tmp_path / 'p').iterdir()) == ['camvid']    # no temporary or partial folder
@@ -413,7 +413,7 @@ def test_source_manifest_cache(tmp_path, monkeypatch):
     first = R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes()
     assert 'mtime_ns' not in first.decode() and len(json.loads(stat_file.read_text())['files']) == 14
     reads, orig = [], P.sha256_file
-    monkeypatch.setattr(D, 'sha256_file', lambda f, *a, **k: reads.append(f'{Path(f).parent.name}/{Path(f).name}') or orig(f, *a, **k))
+    monkeypatch.setattr(R, 'sha256_file', lambda f, *a, **k: reads.append(f'{Path(f).parent.name}/{Path(f).name}') or orig(f, *a, **k))
     out.unlink()                                                          # dvc repro deletes the output before the stage
     assert R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first and reads == []
     f = src / 'trainannot' / 'train1.png'; data = f.read_bytes()
