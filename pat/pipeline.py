@@ -8,7 +8,7 @@ import copy, inspect, re, subprocess, sys
 from pathlib import Path
 import yaml
 from . import models
-from .data import DEFAULTS, dataset_settings
+from .prepared import DEFAULTS, dataset_settings
 from .files import atomic_write
 from .losses import COUNT_LOSSES, LOSSES, get_loss
 from .models import MODEL_NAMES
@@ -150,13 +150,13 @@ def load_params(path="params.yaml") -> dict:
     return resolve_params(check_params(read_yaml(path), str(path)))
 
 # %% ../nbs/07_pipeline.ipynb #f1d86c05
-GENERATED = ("synthetic",)   # datasets pat.data makes itself: no raw files to watch
+GENERATED = ("synthetic",)   # datasets pat.synthetic generates: no raw files to watch
 
 def source_stages(datasets) -> dict:
     """What the `source` and `prepare` stages iterate over: `scanned`, the datasets whose raw files are rescanned
     at every repro, and `sources`, each dataset's source dependency (its manifest, or the generator's code)."""
     return {"scanned": [d for d in datasets if d not in GENERATED],
-            "sources": {d: "pat/data.py" if d in GENERATED else f"data/sources/{d}.json" for d in datasets}}
+            "sources": {d: "pat/synthetic.py" if d in GENERATED else f"data/sources/{d}.json" for d in datasets}}
 
 def run_entry(dataset: str, model: str, loss: str, seeds, loss_params: dict | None = None) -> dict:
     "A run's entry in params.yaml: what it trains, its seeds, and only the loss parameters it sets on top of `losses.<loss>`."

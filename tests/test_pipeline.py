@@ -7,7 +7,7 @@ import json, os, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import yaml
-from pat_imports import pat_closure
+from pat_imports import imports, pat_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -221,6 +221,23 @@ def test_training_stages_and_run_key_cover_every_module_a_run_executes():
     assert {f"pat/{m}.py" for m in used} <= set(deps), sorted({f"pat/{m}.py" for m in used} - set(deps))
     numeric = pat_closure("losses") | pat_closure("models") | pat_closure("data") | {"train", "losses", "models", "data"}
     assert {f"{m}.py" for m in numeric - {"schema", "files", "pipeline"}} <= set(CODE_FILES)
+
+
+def test_data_stages_depend_on_every_data_module():
+    "`python -m pat.data` imports pat.prepared, pat.synthetic and pat.sources: a change to any of them reruns source, prepare and stats."
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    data = {f"pat/{m}.py" for m in pat_closure("data") - {"schema", "files"}} | {"pat/data.py"}
+    assert {"pat/prepared.py", "pat/synthetic.py", "pat/sources.py"} <= data
+    for name in ("source", "prepare", "stats"):
+        assert data <= set(stages[name]["do"]["deps"]), (name, sorted(data - set(stages[name]["do"]["deps"])))
+    from pat.pipeline import source_stages
+    assert source_stages(["synthetic"])["sources"] == {"synthetic": "pat/synthetic.py"}    # the generator's own module
+
+
+def test_params_check_key_covers_the_modules_it_checks_with():
+    "The params check's cache key (pat.runner.CHECK_CODE) holds pat.pipeline and every pat module it imports that checks settings."
+    from pat.runner import CHECK_CODE
+    assert {f"{m}.py" for m in imports("pipeline")[2] - {"files"}} | {"pipeline.py"} <= set(CHECK_CODE)
 
 
 def _one_line_error(r, *needles):

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pat.data import prepare_synthetic, write_stats
+from pat.data import write_stats
+from pat.synthetic import prepare_synthetic
 import pat.train as T
 from pat.train import train_seeds, train_run, _train_seed, run_config
 

@@ -52,7 +52,9 @@ def _install(carry: Path):
 
 def _prepare_camvid(carry: Path, work: Path, size=None):
     "The carried JPEG CamVid in the prepared format (full 360x480 unless `size`), and its statistics."
-    from pat.data import CAMVID_CLASSES, CAMVID_COLORS, read_camvid, write_prepared, write_stats
+    from pat.data import write_stats
+    from pat.prepared import write_prepared
+    from pat.sources import CAMVID_CLASSES, CAMVID_COLORS, read_camvid
     root, out = carry / "camvid", work / "data" / "prepared" / "camvid"
     splits = {s: [(p, root / f"{s}annot" / f"{p.stem}.png") for p in sorted((root / s).glob("*.jpg"))] for s in ("train", "val", "test")}
     meta = dict(name="camvid", classes=CAMVID_CLASSES, num_classes=11, ignore_index=255, colors=CAMVID_COLORS,
@@ -119,7 +121,8 @@ def one_step_each(models: dict, device: str, size=(360, 480), batch: int = 8) ->
 def profile_slice(params: dict, work: Path, iterations: int | None) -> dict:
     "SegNet CE and PAT of Table 6.1, 3 seeds each: one run alone, then all six packed onto the device; rates and test metrics."
     import shutil, yaml
-    from pat.data import load_meta, load_stats
+    from pat.data import load_stats
+    from pat.prepared import load_meta
     from pat.train import pack, run_config, run_key, seed_dir, train_run
     for old in ("alone", "runs"): shutil.rmtree(work / old, ignore_errors=True)     # measure, never reuse
     keep = {k: ({**r, "iterations": iterations} if iterations else r) for k, r in params["t61"].items() if r["loss"] in SLICE_LOSSES}
