@@ -21,9 +21,9 @@ CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def expected_page(nb: Path) -> Path:
-    "nbdev's page name: nbs/00_losses.ipynb -> losses.html, nbs/experiments/table6_1.ipynb -> experiments/table6_1.html."
+    "nbdev's page name (nbdev.doclinks): 00_losses.ipynb -> losses.html, 02a_prepared.ipynb -> prepared.html, experiments/table6_1.ipynb -> experiments/table6_1.html."
     rel = nb.relative_to(NBS)
-    return rel.parent / (re.sub(r"^\d+_", "", rel.stem) + ".html")
+    return rel.parent / (re.sub(r"^\d+[a-zA-Z0-9]*_", "", rel.stem.lower()) + ".html")
 
 
 def cells(nb: Path) -> list:

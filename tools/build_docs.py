@@ -38,9 +38,9 @@ def notebooks() -> list[Path]:
 
 
 def page_name(nb: Path) -> str:
-    "The page of a notebook, relative to the site, nbdev's way: `nbs/00_losses.ipynb` -> `losses.html`."
+    "The page of a notebook, relative to the site, nbdev's way (nbdev.doclinks): `nbs/02a_prepared.ipynb` -> `prepared.html`."
     rel = nb.relative_to(NBS)
-    name = re.sub(r"^\d+_", "", rel.stem) + ".html"
+    name = re.sub(r"^\d+[a-zA-Z0-9]*_", "", rel.stem.lower()) + ".html"
     return name if rel.parent == Path(".") else f"{rel.parent.as_posix()}/{name}"
 
 
