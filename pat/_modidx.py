@@ -180,7 +180,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                               'pat.pipeline.model_options': ('pipeline.html#model_options', 'pat/pipeline.py'),
                               'pat.pipeline.profile_names': ('pipeline.html#profile_names', 'pat/pipeline.py'),
                               'pat.pipeline.profile_spec': ('pipeline.html#profile_spec', 'pat/pipeline.py'),
-                              'pat.pipeline.repro': ('pipeline.html#repro', 'pat/pipeline.py'),
                               'pat.pipeline.resolve_params': ('pipeline.html#resolve_params', 'pat/pipeline.py'),
                               'pat.pipeline.resolve_run': ('pipeline.html#resolve_run', 'pat/pipeline.py'),
                               'pat.pipeline.run_entry': ('pipeline.html#run_entry', 'pat/pipeline.py'),

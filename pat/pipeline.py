@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_pipeline.ipynb #7acadad6
 from __future__ import annotations
-import copy, inspect, re, subprocess, sys
+import copy, inspect, re, sys
 from pathlib import Path
 import yaml
 from . import models
@@ -20,7 +20,7 @@ __all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATI
            'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'SECTIONS', 'RUN_REQUIRED', 'RUN_SPEC', 'GENERATED', 'PROFILES_DIR',
            'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'check_run', 'resolve_run', 'check_params',
            'resolve_params', 'load_params', 'source_stages', 'run_entry', 'expand_profile', 'deep_merge',
-           'profile_names', 'load_profile', 'use_profile', 'repro', 'run_settings', 'main']
+           'profile_names', 'load_profile', 'use_profile', 'run_settings', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
 ALL_LOSSES = tuple(LOSSES)       # ce focal cb cbfocal bms ldam blv pat
@@ -238,20 +238,6 @@ def use_profile(name: str, params_path="params.yaml", profiles_dir=PROFILES_DIR)
         yaml.dump(params, f, Dumper=_ParamsDumper, sort_keys=False, width=120)
     return params
 
-# %% ../nbs/07_pipeline.ipynb #21fa2feb
-_STAGE_LINE = re.compile(r"(Running stage '|Stage '[^']+' is cached)")
-
-def repro(args=(), dvc="dvc") -> int:
-    "`dvc repro ARGS`, each stage it starts (or restores from the run-cache) numbered `[k/n]`; returns dvc's exit status."
-    dry = subprocess.run([dvc, "repro", "--dry", *args], capture_output=True, text=True)
-    if dry.returncode: sys.stderr.write(dry.stdout + dry.stderr); return dry.returncode
-    n, k = len(_STAGE_LINE.findall(dry.stdout)), 0
-    with subprocess.Popen([dvc, "repro", *args], stdout=subprocess.PIPE, text=True, bufsize=1) as p:
-        for line in p.stdout:
-            if _STAGE_LINE.match(line): k += 1; line = f"[{k}/{n}] {line}"
-            sys.stdout.write(line); sys.stdout.flush()
-    return p.returncode
-
 # %% ../nbs/07_pipeline.ipynb #f6b19b3b
 def run_settings(params_file, group: str, key: str) -> dict:
     "The checked settings of run `key` in `group` of a params file, with a clear error when it is not there."
@@ -261,17 +247,14 @@ def run_settings(params_file, group: str, key: str) -> dict:
     return params[group][key]
 
 def main(argv=None):
-    "CLI: `use <profile>` writes params.yaml; `list` shows the profiles; `check [FILE]` checks a params file; `repro` runs dvc repro, counted."
+    "CLI: `use <profile>` writes params.yaml; `list` shows the profiles; `check [FILE]` checks a params file."
     import argparse
     ap = argparse.ArgumentParser(prog="python -m pat.pipeline", description="Profiles and params.yaml of the DVC pipeline.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("use", help="expand profiles/<name>.yaml into params.yaml").add_argument("name", help="profile name (see `list`)")
     sub.add_parser("list", help="the profiles and their descriptions")
     sub.add_parser("check", help="check a params file as every stage does").add_argument("file", nargs="?", default="params.yaml")
-    sub.add_parser("repro", help="dvc repro with each stage numbered [k/n] (dvc repro's options pass through)")
-    a, rest = ap.parse_known_args(argv)
-    if a.cmd == "repro": raise SystemExit(repro(rest))
-    if rest: ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    a = ap.parse_args(argv)
     try:
         if a.cmd == "use":
             params = use_profile(a.name)

@@ -47,9 +47,7 @@ def test_repro_writes_every_table_and_figure(checkout):
     "`make repro`'s steps: the data stages, every seed in one pool (`pack`), then `dvc repro`, which copies the packed seeds out."
     sh("dvc repro prepare@synthetic stats@synthetic && python -m pat.train pack", checkout, timeout=1800)
     work = {p.parent.name + "/" + p.parent.parent.name: p.read_bytes() for p in (checkout / "runs" / ".work").glob("*/seed*/metrics.json")}
-    r = sh("python -m pat.pipeline repro", checkout, timeout=1800)      # dvc repro, each stage numbered [k/n]
-    numbered = re.findall(r"^\[(\d+)/(\d+)\] (?:Running stage|Stage '.+' is cached)", r.stdout, re.M)
-    assert len(numbered) > 10 and [(int(k), int(n)) for k, n in numbered] == [(k, len(numbered)) for k in range(1, len(numbered) + 1)]
+    r = sh("dvc repro", checkout, timeout=1800)
     assert re.search(r"(ce|ldam|pat)/(segnet|unet|dlv3p) seeds 0,1: 100%", r.stderr), r.stderr[-2000:]   # the runs' bars reach the terminal
     missing = [f for f in EXPECTED if not (checkout / f).exists()]
     assert not missing, missing
