@@ -103,6 +103,8 @@ class SegLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = check_inputs(logits, target, self.ignore_index) if self.validate else target.long()
+        fast = self.kernel_loss(logits, target)
+        if fast is not None: return fast
         if logits.dtype in (torch.float16, torch.bfloat16): logits = logits.float()   # the one upcast
         device = logits.device.type
         if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
@@ -110,6 +112,22 @@ class SegLoss(nn.Module):
         return self.loss(logits, target)
 
     def loss(self, logits, target): raise NotImplementedError
+
+    def kernel_spec(self, logits, target) -> dict | None:
+        "This loss as options of `pat.triton_losses.LossSpec` (one Triton kernel family, nbs/11_triton), or None: torch code only."
+        return None
+
+    def kernel_loss(self, logits, target):
+        "The loss from the Triton kernels where they run (CUDA logits, reduction 'mean' or 'sum', a `kernel_spec`), else None."
+        if self.reduction == "none" or not (logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"): return None
+        from pat.triton_losses import LossSpec, softmax_loss_triton, use_kernels   # here: triton loads only where it can run
+        spec = self.kernel_spec(logits, target) if use_kernels(logits) else None
+        if spec is None: return None
+        if self.weight is not None:                                  # W_i gets w_y; 'mean' divides by their sum
+            _check_num_classes(self.weight, logits, "weight")
+            w = self.weight.to(device=logits.device, dtype=torch.float32)
+            spec = dict(spec, weight=w if spec.get("weight") is None else spec["weight"] * w, norm_weight=w)
+        return softmax_loss_triton(logits, target, LossSpec(reduction=self.reduction, ignore_index=self.ignore_index, **spec))
 
     def pixel_ce(self, logits, target):
         "Per-pixel $-\\log p_y$, 0 at ignored pixels."
@@ -160,6 +178,18 @@ class CountLoss(SegLoss):
         _check_num_classes(self.counts, logits, "counts")
         return self.counts
 
+    def class_table(self, name: str, logits, compute, dtype=None, params=()):
+        """`compute()`, a per-class tensor from the counts, on the logits' device in `dtype` (default: the logits'),
+        kept until `counts` or `params` change (never with `batch_counts`): no recomputation per call."""
+        dtype = dtype or logits.dtype
+        key = (logits.device, dtype, logits.shape[1], self.counts._version, tuple(params))
+        cache = self.__dict__.setdefault("_tables", {})
+        hit = cache.get(name)
+        if hit is not None and hit[0] == key and hit[1] is self.counts: return hit[2]
+        table = compute().to(device=logits.device, dtype=dtype)
+        if not self.batch_counts: cache[name] = (key, self.counts, table)
+        return table
+
 # %% ../nbs/00_losses.ipynb #5b1aa67f
 class CELoss(SegLoss):
     "Cross-entropy $-\\log p_y$, mean over valid pixels."
@@ -168,6 +198,7 @@ class CELoss(SegLoss):
         if self.reduction == "mean" and self.weight is None:   # the common case in one call
             return F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum") / (target != self.ignore_index).sum().clamp_min(1)
         return self.reduce_pixels(self.pixel_ce(logits, target), target, logits)
+    def kernel_spec(self, logits, target): return dict(term="ce")
 
 # %% ../nbs/00_losses.ipynb #7626b610
 def focal_term(ce: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -182,6 +213,7 @@ class FocalLoss(SegLoss):
         self.gamma = check_number(self.loss_name, "gamma", gamma, NON_NEGATIVE, lambda g: g >= 0)
     def loss(self, logits, target):
         return self.reduce_pixels(focal_term(self.pixel_ce(logits, target), self.gamma), target, logits)
+    def kernel_spec(self, logits, target): return dict(term="focal", gamma=self.gamma)
 
 # %% ../nbs/00_losses.ipynb #06e1d791
 BETA = "None or a number in [0, 1)"
@@ -207,8 +239,9 @@ class CBLoss(CountLoss):
     def __init__(self, counts=None, beta: float | None = None, **kwargs):
         super().__init__(counts, **kwargs)
         self.beta = _check_beta(beta, self.loss_name)
-    def class_weights(self, logits, target):
-        return class_balanced_weights(self.class_counts(logits, target), self.beta).to(logits)
+    def class_weights(self, logits, target, dtype=None):
+        return self.class_table("cb", logits, lambda: class_balanced_weights(self.class_counts(logits, target), self.beta), dtype, (self.beta,))
+    def kernel_spec(self, logits, target): return dict(term="ce", weight=self.class_weights(logits, target, torch.float32))
     def loss(self, logits, target):
         w = self.class_weights(logits, target)
         return self.reduce_pixels(w.take(self.label_index(target)) * self.pixel_ce(logits, target), target, logits)
@@ -222,14 +255,19 @@ class CBFocalLoss(CBLoss):
     def loss(self, logits, target):
         w = self.class_weights(logits, target)
         return self.reduce_pixels(w.take(self.label_index(target)) * focal_term(self.pixel_ce(logits, target), self.gamma), target, logits)
+    def kernel_spec(self, logits, target): return dict(super().kernel_spec(logits, target), term="focal", gamma=self.gamma)
 
 # %% ../nbs/00_losses.ipynb #79c8a054
 class BMSLoss(CountLoss):
     "Balanced softmax (Ren et al. 2020): CE on $z_c + \\log(n_c/N)$, mean over valid pixels."
     loss_name = "BMS"
+    def log_prior(self, logits, target, dtype=None):
+        "$\\log(n_c/N)$ per class."
+        def compute(): n = self.class_counts(logits, target); return (n / n.sum()).log()
+        return self.class_table("log_prior", logits, compute, dtype)
+    def kernel_spec(self, logits, target): return dict(offset=self.log_prior(logits, target, torch.float32))
     def loss(self, logits, target):
-        n = self.class_counts(logits, target)
-        log_prior = (n / n.sum()).log().to(logits).view(1, -1, *([1] * (logits.dim() - 2)))
+        log_prior = self.log_prior(logits, target).view(1, -1, *([1] * (logits.dim() - 2)))
         return self.reduce_pixels(self.pixel_ce(logits + log_prior, target), target, logits)
 
 # %% ../nbs/00_losses.ipynb #7cb68504
@@ -240,9 +278,11 @@ class LDAMLoss(CountLoss):
         super().__init__(counts, **kwargs)
         self.mu = check_number(self.loss_name, "mu", mu, NON_NEGATIVE, lambda v: v >= 0)   # the largest margin
         self.s = check_number(self.loss_name, "s", s, POSITIVE, lambda v: v > 0)            # the logit scale
-    def margins(self, logits, target):
-        m = self.class_counts(logits, target).pow(-0.25)
-        return (m * (self.mu / m.max())).to(logits)
+    def margins(self, logits, target, dtype=None):
+        "$\\Delta_c = \\mu\\, n_c^{-1/4} / \\max_k n_k^{-1/4}$ per class."
+        def compute(): m = self.class_counts(logits, target).pow(-0.25); return m * (self.mu / m.max())
+        return self.class_table("margins", logits, compute, dtype, (self.mu,))
+    def kernel_spec(self, logits, target): return dict(margin=self.margins(logits, target, torch.float32), scale=self.s)
     def loss(self, logits, target):
         labels = self.label_index(target).unsqueeze(1)
         margin = self.margins(logits, target).take(labels)                 # [B,1,H,W]
@@ -266,15 +306,19 @@ class BLVLoss(CountLoss):
         if g.type != d.type or (g.index is not None and d.index is not None and g.index != d.index):
             raise ValueError(f"BLV parameter `generator` is on {g} but the logits are on {d}: "
                              f"build it there, e.g. torch.Generator(device='{d}').manual_seed(seed)")
-    def variation_scale(self, logits, target):
-        n = self.class_counts(logits, target)
-        f = n.sum().log() - n.log()
-        return (f / f.max().clamp_min(1e-12)).to(logits).view(1, -1, *([1] * (logits.dim() - 2)))
+    def variation_scale(self, logits, target, dtype=None):
+        "$f_c / \\max f$ per class, $f_c = \\log(N/n_c)$."
+        def compute(): n = self.class_counts(logits, target); f = n.sum().log() - n.log(); return f / f.max().clamp_min(1e-12)
+        return self.class_table("variation", logits, compute, dtype)
+    def kernel_spec(self, logits, target):
+        if not self.training: return dict(term="ce")
+        self.check_generator(logits)
+        return dict(noise=self.variation_scale(logits, target, torch.float32), sigma=self.sigma, generator=self.generator)
     def loss(self, logits, target):
         if self.training:
             self.check_generator(logits)
             delta = torch.randn(logits.shape, generator=self.generator, device=logits.device, dtype=logits.dtype)
-            logits = logits + (delta * self.sigma).clamp(-1, 1).abs() * self.variation_scale(logits, target)
+            logits = logits + (delta * self.sigma).clamp(-1, 1).abs() * self.variation_scale(logits, target).view(1, -1, *([1] * (logits.dim() - 2)))
         return self.reduce_pixels(self.pixel_ce(logits, target), target, logits)
 
 # %% ../nbs/00_losses.ipynb #79901890
@@ -339,11 +383,10 @@ class PATLoss(SegLoss):
             terms, norm = pat_pixel_terms(logits, target, *args)
             return self.reduce_pixels(terms, target, logits, norm if self.normalize == "mask" else None)
         from pat.fused import pat_loss_fused  # imported here: pat.fused is exported after this notebook
-        fn = pat_loss_fused if self.fused else pat_loss_reference
-        if self.fused and logits.is_cuda:  # Triton kernels on CUDA when available (nbs/11_triton)
-            from pat.triton_pat import pat_loss_triton, use_triton
-            if use_triton(logits): fn = pat_loss_triton
-        return fn(logits, target, *args)
+        return (pat_loss_fused if self.fused else pat_loss_reference)(logits, target, *args)
+    def kernel_spec(self, logits, target):   # on CUDA the Triton kernels (nbs/11_triton) compute what pat_loss_fused does
+        if not self.fused: return None
+        return dict(term="pat", T=self.T, eps=self.eps, curve=self.curve, detach_weight=self.detach_weight, per_image=self.normalize == "mask")
 
 # %% ../nbs/00_losses.ipynb #c66fb03f
 TABLE5_1_P = tuple(round(0.1 * k, 1) for k in range(1, 10))

@@ -68,7 +68,7 @@ def config_hash(cfg: dict) -> str:
     return _hash({k: v for k, v in cfg.items() if k not in ("device", "num_workers", "log_every", "checkpoint_every", "eval_batch_size")})
 
 CODE_FILES = ("data.py", "fused.py", "losses.py", "models.py", "prepared.py", "sources.py", "synthetic.py", "train.py",
-              "triton_pat.py")   # pat.data imports prepared, sources and synthetic; PAT on CUDA runs triton_pat
+              "triton_losses.py")   # pat.data imports prepared, sources and synthetic; on CUDA the losses run triton_losses
 
 def code_hash() -> str:
     "A short hash of the source of the modules a run executes."

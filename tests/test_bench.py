@@ -76,3 +76,17 @@ def test_figure_shows_one_bar_per_distinct_computation():
     assert "pat_fused" not in cpu and cpu["pat"] == "pat (fused)" and cpu["ce_torch"] == "F.cross_entropy"
     assert cuda["pat"] == "pat (Triton)" and cuda["pat_fused"] == "pat (fused torch)"
     assert len(set(cpu.values())) == len(cpu) == len(LOSS_NAMES) - 1
+
+
+def test_target_check_names_each_loss_and_its_limit():
+    "Issue 14's targets: every loss within 1.25x CE in time and memory; PAT on CUDA within 1.0x in time."
+    import pandas as pd
+    from pat.bench import target_check
+    rows = [dict(device=d, dataset="CityScapes", shape="[4,20,256,512]", loss=l, time_ratio_median=t, time_ratio_min=t,
+                 time_ratio_max=t, mem_ratio=m) for d, l, t, m in [("cuda", "pat", 1.1, 0.5), ("cpu", "pat", 1.1, 0.5),
+                                                                     ("cuda", "focal", 1.2, 1.3), ("cuda", "pat_reference", 3.0, 2.0)]]
+    lines = target_check(pd.DataFrame(rows)).strip().splitlines()
+    assert len(lines) == 3                                              # the registry's losses only
+    assert "cuda" in lines[0] and "**pat**" in lines[0] and "NOT within 1.0x time" in lines[0]
+    assert "cpu" in lines[1] and "within 1.25x time" in lines[1] and "NOT" not in lines[1]
+    assert "**focal**" in lines[2] and "NOT within" in lines[2]        # memory 1.3x over 1.25x

@@ -6,7 +6,7 @@ import pytest
 from pat_imports import imports
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ("losses", "fused", "models", "triton_pat")          # what `pip install pat-seg` is for
+CORE = ("losses", "fused", "models", "triton_losses")       # what `pip install pat-seg` is for
 OPTIONAL = {"triton"}                                        # used when present (PAT's CUDA kernels), never required
 DIST = {"yaml": "pyyaml", "PIL": "pillow", "segmentation_models_pytorch": "segmentation-models-pytorch"}
 

@@ -214,7 +214,7 @@ def test_training_stages_and_run_key_cover_every_module_a_run_executes():
     "A change to any module a training run imports reruns its stage (dvc.yaml deps) and retrains it (the run key's code hash)."
     from pat.train import CODE_FILES
     used = pat_closure("train") | {"train"}
-    assert "triton_pat" in used                                    # PAT's CUDA kernels, imported inside PATLoss.forward
+    assert "triton_losses" in used                                 # the CUDA kernels, imported inside SegLoss.kernel_loss
     deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train_t61"]["do"]["deps"]
     assert {f"pat/{m}.py" for m in used} <= set(deps), sorted({f"pat/{m}.py" for m in used} - set(deps))
     numeric = pat_closure("losses") | pat_closure("models") | pat_closure("data") | {"train", "losses", "models", "data"}

@@ -171,9 +171,50 @@ def estimate(params: dict, step_ms: dict, slice_res: dict) -> dict:
     return res
 
 
-def _subprocess(title: str, cmd: list, timeout: float) -> dict:
+def loss_kernels(shapes=((4, 20, 256, 512), (8, 11, 360, 480)), repeats: int = 30) -> list:
+    """Each loss's forward+backward on CUDA with the Triton kernels and with its torch code (`set_kernels(False)`):
+    median wall ms per call (synchronised before and after, as pat.bench times), ratio to F.cross_entropy in the same
+    loop, and from torch.profiler the number of CUDA kernels one call launches and their summed GPU time."""
+    import torch, torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+    from pat.bench import REGISTRY, make_loss, power_law_counts
+    from pat.triton_losses import set_kernels
+    rows = []
+    for B, C, H, W in shapes:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        x = torch.randn(B, C, H, W, device="cuda", generator=g, requires_grad=True)
+        p = torch.tensor(power_law_counts(C), device="cuda")
+        y = torch.multinomial(p / p.sum(), B * H * W, replacement=True, generator=g).view(B, H, W)
+        fns = {"F.cross_entropy": lambda a, b: F.cross_entropy(a, b, ignore_index=255)}
+        for name in REGISTRY: fns[name] = make_loss(name, C, "cuda")
+        def call(fn):
+            x.grad = None; fn(x, y).backward(); x.grad = None
+        for kernels in (True, False):
+            set_kernels(kernels)
+            for fn in fns.values(): call(fn); call(fn)                   # compile, cache tables
+            times = {n: [] for n in fns}
+            for _ in range(repeats):
+                for n, fn in fns.items():
+                    torch.cuda.synchronize(); t0 = time.perf_counter(); call(fn); torch.cuda.synchronize()
+                    times[n].append(time.perf_counter() - t0)
+            base = sorted(times["F.cross_entropy"])[repeats // 2]
+            for n, fn in fns.items():
+                if not kernels and n == "F.cross_entropy": continue
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    call(fn); torch.cuda.synchronize()
+                ev = [e for e in prof.events() if e.device_type.name == "CUDA"]
+                ms = sorted(times[n])[repeats // 2] * 1e3
+                rows.append(dict(shape=f"[{B},{C},{H},{W}]", loss=n, kernels="-" if n == "F.cross_entropy" else ("triton" if kernels else "torch"),
+                                 ms=round(ms, 4), vs_ce=round(ms / (base * 1e3), 3), launches=len(ev),
+                                 gpu_ms=round(sum(e.device_time for e in ev) / 1e3, 4)))
+                print(" | ".join(str(v) for v in rows[-1].values()), flush=True)
+        set_kernels(True)
+    return rows
+
+
+def _subprocess(title: str, cmd: list, timeout: float, env: dict | None = None) -> dict:
     t0 = time.time()
-    try: r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    try: r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired as e:
         print(f"## {title}: stopped after {timeout:.0f} s\n{(e.stdout or b'')[-3000:]}"); return dict(timeout=timeout)
     tail = (r.stdout + r.stderr).strip()[-6000:]
@@ -216,8 +257,14 @@ def run(carry: Path, out: Path, iterations: int | None, budget: float, dry: bool
     if not dry:
         section("bench", 60, lambda: _subprocess("python -m pat.bench --device cuda", [py, "-m", "pat.bench", "--device", "cuda", "--repeats", "10",
                 "--out", str(out / "bench"), "--fig", str(out / "bench" / "fig6_3.png")], max(30, left() - 70)))
+        section("loss_kernels", 40, loss_kernels)
+        section("bench_torch", 60, lambda: _subprocess("PAT_KERNELS=0 python -m pat.bench --device cuda (the losses' torch code)",
+                [py, "-m", "pat.bench", "--device", "cuda", "--repeats", "10", "--out", str(out / "bench_torch"),
+                 "--fig", str(out / "bench_torch" / "fig6_3.png")], max(30, left() - 70), env={"PAT_KERNELS": "0"}))
         section("cuda_tests", 30, lambda: _subprocess("CUDA tests", [py, "-m", "pytest", "-q", "-rfE", "-k", "cuda", "-p", "no:cacheprovider",
-                "tests/test_losses.py", "tests/test_fused.py", "tests/test_triton.py", "tests/test_train.py"], max(20, left() - 5)))
+                "tests/test_losses.py", "tests/test_fused.py", "tests/test_train.py"], max(20, left() - 5)))
+        section("triton_tests", 30, lambda: _subprocess("Triton tests (all, compiled on CUDA)", [py, "-m", "pytest", "-q", "-rfE", "-x", "-p", "no:cacheprovider",
+                "tests/test_triton.py"], max(20, left() - 5)))
     print(f"## device check done in {time.time() - t_start:.0f} s; report: {out / 'device_check.json'}")
 
 
@@ -252,7 +299,7 @@ if __name__ == "__main__":
     r.add_argument("--iterations", type=int, default=0, help="training steps of each run of the slice (default: the profile's)")
     r.add_argument("--budget", type=float, default=480, help="seconds; a section that would overrun them is skipped")
     r.add_argument("--dry-run", action="store_true", help="the same path on the CPU, tiny networks, two steps")
-    r.add_argument("--only", nargs="+", default=(), help="run only these sections (one_step_each, profile_slice, bench, cuda_tests)")
+    r.add_argument("--only", nargs="+", default=(), help="run only these sections (one_step_each, profile_slice, bench, loss_kernels, bench_torch, cuda_tests, triton_tests)")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     if a.cmd == "pack-camvid": pack_camvid(a.src, a.dst, a.quality)
