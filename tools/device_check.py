@@ -174,7 +174,7 @@ def estimate(params: dict, step_ms: dict, slice_res: dict) -> dict:
 def loss_kernels(shapes=((4, 20, 256, 512), (8, 11, 360, 480)), repeats: int = 30) -> list:
     """Each loss's forward+backward on CUDA with the Triton kernels and with its torch code (`set_kernels(False)`):
     median wall ms per call (synchronised before and after, as pat.bench times), ratio to F.cross_entropy in the same
-    loop, and from torch.profiler the number of CUDA kernels one call launches and their summed GPU time."""
+    loop, the host's share (until `backward()` returns, before the closing synchronisation), and from torch.profiler the number of CUDA kernels one call launches and their summed GPU time."""
     import torch, torch.nn.functional as F
     from torch.profiler import ProfilerActivity, profile
     from pat.bench import REGISTRY, make_loss, power_law_counts
@@ -193,10 +193,11 @@ def loss_kernels(shapes=((4, 20, 256, 512), (8, 11, 360, 480)), repeats: int = 3
             set_kernels(kernels)
             for fn in fns.values(): call(fn); call(fn)                   # compile, cache tables
             times = {n: [] for n in fns}
+            host = {n: [] for n in fns}
             for _ in range(repeats):
                 for n, fn in fns.items():
-                    torch.cuda.synchronize(); t0 = time.perf_counter(); call(fn); torch.cuda.synchronize()
-                    times[n].append(time.perf_counter() - t0)
+                    torch.cuda.synchronize(); t0 = time.perf_counter(); call(fn); t1 = time.perf_counter(); torch.cuda.synchronize()
+                    times[n].append(time.perf_counter() - t0); host[n].append(t1 - t0)
             base = sorted(times["F.cross_entropy"])[repeats // 2]
             for n, fn in fns.items():
                 if not kernels and n == "F.cross_entropy": continue
@@ -205,7 +206,8 @@ def loss_kernels(shapes=((4, 20, 256, 512), (8, 11, 360, 480)), repeats: int = 3
                 ev = [e for e in prof.events() if e.device_type.name == "CUDA"]
                 ms = sorted(times[n])[repeats // 2] * 1e3
                 rows.append(dict(shape=f"[{B},{C},{H},{W}]", loss=n, kernels="-" if n == "F.cross_entropy" else ("triton" if kernels else "torch"),
-                                 ms=round(ms, 4), vs_ce=round(ms / (base * 1e3), 3), launches=len(ev),
+                                 ms=round(ms, 4), vs_ce=round(ms / (base * 1e3), 3), host_ms=round(sorted(host[n])[repeats // 2] * 1e3, 4),
+                                 launches=len(ev),
                                  gpu_ms=round(sum(e.device_time for e in ev) / 1e3, 4)))
                 print(" | ".join(str(v) for v in rows[-1].values()), flush=True)
         set_kernels(True)
