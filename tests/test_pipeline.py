@@ -61,6 +61,21 @@ def test_repro_writes_every_table_and_figure(checkout):
         m = json.loads(p.read_text())
         assert p.read_bytes() == work[f"{p.parent.name}/{m['run_key']}"], p
     assert not list((checkout / "runs").glob("[!.]*/*/seed*/checkpoint.pt"))
+    _check_training_cost(checkout)
+
+
+def _check_training_cost(checkout):
+    "Fig. 6.3's numbers: each Table 6.1 loss's step time and peak memory over CE's on the same seed, averaged over seeds."
+    import pandas as pd
+    cost = pd.read_csv(checkout / "results/tables/fig6_3_training.csv").set_index("loss")
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    runs = {run["loss"]: {s: _metrics(checkout, "t61", key, s) for s in run["seeds"]} for key, run in params["t61"].items()}
+    assert set(cost.index) == set(runs) and (cost.reference == "ce").all()
+    for loss, seeds in runs.items():
+        for metric, col in (("sec_per_step", "time_ratio"), ("peak_memory_mb", "memory_ratio")):
+            ratios = [m[metric] / runs["ce"][s][metric] for s, m in seeds.items()]
+            assert cost.loc[loss, col] == pytest.approx(sum(ratios) / len(ratios), rel=1e-9), (loss, col)
+    assert cost.loc["ce", "time_ratio"] == 1 and cost.loc["ce", "time_ratio_sd"] == 0
 
 
 def test_second_repro_does_nothing(checkout):
