@@ -18,11 +18,12 @@ $(STAMP): requirements.txt settings.ini setup.py
 	touch $(STAMP)
 
 ## The main job: the DVC pipeline on the active profile of params.yaml (default: embedded synthetic data)
-## Data first, then every pending seed of the profile in one pool (all cores busy), then dvc repro records them and builds the tables
+## Data first, then every pending seed of the profile in one pool (all cores busy), then dvc repro records them and builds the tables,
+## each stage numbered [stage k of n] (python -m pat.repro: counted from dvc status and dvc dag, see nbs/12_repro.ipynb)
 repro: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $$($(BIN)/dvc stage list --name-only | grep -E '^(source|prepare|stats)@' | tr '\n' ' ')
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pat.train pack $(PACK)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pat.repro
 
 ## The gpu profile, six runs at a time on each GPU (as measured on an H200: see README)
 repro-gpu: venv

@@ -14,7 +14,8 @@ from .train import code_hash, config_hash, run_config
 # %% auto #0
 __all__ = ['THESIS_NAMES', 'LOWER_IS_BETTER', 'METRIC_LABELS', 'markdown_table', 'save_table', 'StaleRunError', 'load_runs',
            'runs_note', 'mean_ci', 'seed_sd', 'fmt_ci', 'is_best', 'table_metrics', 'save_metrics', 'thesis_lookup',
-           'compare_table', 'paired_diff', 'fmt_diff', 'diff_table', 'groups_and_diffs']
+           'compare_table', 'paired_diff', 'fmt_diff', 'diff_table', 'groups_and_diffs', 'paired_ratio',
+           'training_cost']
 
 # %% ../nbs/04_report.ipynb #4becf68d
 def markdown_table(df: pd.DataFrame) -> str:
@@ -207,3 +208,27 @@ def groups_and_diffs(runs: pd.DataFrame, by: list, ref: str = "ce", key: str = "
     if diffs.empty: return out
     out = out.merge(diffs, on=[*by, key], how="left")
     return out.fillna({c: "(reference)" for c in diffs.columns if c not in (*by, key)})
+
+# %% ../nbs/04_report.ipynb #4e3e163d
+def paired_ratio(runs: pd.DataFrame, metric: str, by: list, ref: str = "ce", key: str = "loss") -> pd.DataFrame:
+    """Per group of `by` and per `key` value (`ref` included, at 1): the mean over seeds of `metric` divided by
+    `ref`'s on the same seed, the standard deviation of that ratio over seeds (nan for one seed) and the number
+    of paired seeds (0, with a nan ratio, when the group has no `ref` run)."""
+    rows = []
+    for group, sel in runs.groupby(by, sort=False):
+        base = sel[sel[key] == ref].set_index("seed")[metric]
+        for k, other in sel.groupby(key, sort=False):
+            r = (other.set_index("seed")[metric] / base).dropna()
+            rows.append({**dict(zip(by, group if isinstance(group, tuple) else (group,))), key: k,
+                         "ratio": r.mean() if len(r) else math.nan, "sd": r.std(ddof=1) if len(r) > 1 else math.nan, "n": len(r)})
+    return pd.DataFrame(rows)
+
+def training_cost(runs: pd.DataFrame, ref: str = "ce") -> pd.DataFrame:
+    """Per dataset and loss: ms per training step and peak memory (MiB), means over seeds, and both as ratios to
+    `ref` on the same seed (`time_ratio`, `memory_ratio`: mean over seeds, `_sd`: their standard deviation)."""
+    cost = runs.groupby(["dataset", "loss"], sort=False)[["sec_per_step", "peak_memory_mb"]].mean().reset_index()
+    cost["ms_per_step"] = 1000 * cost.sec_per_step
+    for metric, name in (("sec_per_step", "time_ratio"), ("peak_memory_mb", "memory_ratio")):
+        r = paired_ratio(runs, metric, ["dataset"], ref).rename(columns={"ratio": name, "sd": f"{name}_sd", "n": "seeds"})
+        cost = cost.drop(columns="seeds", errors="ignore").merge(r, on=["dataset", "loss"], how="left")
+    return cost.assign(reference=ref)

@@ -44,10 +44,15 @@ EXPECTED = ["results/tables/table5_1.md", "results/tables/table6_1.md", "results
 
 
 def test_repro_writes_every_table_and_figure(checkout):
-    "`make repro`'s steps: the data stages, every seed in one pool (`pack`), then `dvc repro`, which copies the packed seeds out."
+    """`make repro`'s steps on a fresh clone: the data stages, every seed in one pool (`pack`), then `python -m pat.repro`
+    (dvc repro with its stages numbered), which copies the packed seeds out."""
+    stages = sh("dvc stage list --name-only", checkout).stdout.split()
+    fresh = sh("python -c 'from pat.repro import count_pending; print(len(count_pending()))'", checkout).stdout
+    assert int(fresh) == len(stages) > 20                     # nothing has run: every stage is pending, counted without a dry run
     sh("dvc repro prepare@synthetic stats@synthetic && python -m pat.train pack", checkout, timeout=1800)
     work = {p.parent.name + "/" + p.parent.parent.name: p.read_bytes() for p in (checkout / "runs" / ".work").glob("*/seed*/metrics.json")}
-    r = sh("dvc repro", checkout, timeout=1800)
+    r = sh("python -m pat.repro", checkout, timeout=1800)
+    _check_numbering(r.stdout, [s for s in stages if not s.startswith(("source@", "prepare@", "stats@"))])
     assert re.search(r"(ce|ldam|pat)/(segnet|unet|dlv3p) seeds 0,1: 100%", r.stderr), r.stderr[-2000:]   # the runs' bars reach the terminal
     missing = [f for f in EXPECTED if not (checkout / f).exists()]
     assert not missing, missing
@@ -61,11 +66,37 @@ def test_repro_writes_every_table_and_figure(checkout):
         m = json.loads(p.read_text())
         assert p.read_bytes() == work[f"{p.parent.name}/{m['run_key']}"], p
     assert not list((checkout / "runs").glob("[!.]*/*/seed*/checkpoint.pt"))
+    _check_training_cost(checkout)
+
+
+def _check_numbering(out, pending):
+    "`python -m pat.repro`'s output: the count, then each of the `pending` stages once, numbered 1 to n in order."
+    n = len(pending)
+    assert f"dvc repro: {n} stages to run or check" in out, out[:2000]
+    numbered = re.findall(r"^\[stage (\d+) of (\d+)\] (?:Running stage '([^']+)'|Stage '([^']+)')", out, re.M)
+    assert [(int(k), int(of)) for k, of, *_ in numbered] == [(k, n) for k in range(1, n + 1)], numbered
+    assert sorted(a or b for *_, a, b in numbered) == sorted(pending)
+
+
+def _check_training_cost(checkout):
+    "Fig. 6.3's numbers: each Table 6.1 loss's step time and peak memory over CE's on the same seed, averaged over seeds."
+    import pandas as pd
+    cost = pd.read_csv(checkout / "results/tables/fig6_3_training.csv").set_index("loss")
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    runs = {run["loss"]: {s: _metrics(checkout, "t61", key, s) for s in run["seeds"]} for key, run in params["t61"].items()}
+    assert set(cost.index) == set(runs) and (cost.reference == "ce").all()
+    for loss, seeds in runs.items():
+        for metric, col in (("sec_per_step", "time_ratio"), ("peak_memory_mb", "memory_ratio")):
+            ratios = [m[metric] / runs["ce"][s][metric] for s, m in seeds.items()]
+            assert cost.loc[loss, col] == pytest.approx(sum(ratios) / len(ratios), rel=1e-9), (loss, col)
+    assert cost.loc["ce", "time_ratio"] == 1 and cost.loc["ce", "time_ratio_sd"] == 0
 
 
 def test_second_repro_does_nothing(checkout):
     r = sh("dvc repro", checkout)
     assert "Data and pipelines are up to date" in r.stdout + r.stderr
+    r = sh("python -m pat.repro", checkout)
+    assert "dvc repro: 0 stages to run or check" in r.stdout and "[stage " not in r.stdout
     assert "up to date" in sh("dvc status", checkout).stdout
 
 
