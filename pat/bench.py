@@ -277,7 +277,7 @@ def join_memory(times: pd.DataFrame, mem: pd.DataFrame, kind: str) -> pd.DataFra
 def figure_names(names, device: str) -> dict:
     "The losses a figure shows, one per distinct computation, with their labels: `pat` is what `PATLoss` runs on the device."
     cuda = str(device).startswith("cuda")
-    special = {BASELINE: "F.cross_entropy", "pat": "pat (Triton)" if cuda else "pat (fused)", "pat_reference": "pat (autograd)"}
+    special = {BASELINE: "F.cross_entropy", "pat": "pat" if cuda else "pat (fused)", "pat_reference": "pat (autograd)"}
     if cuda: special["pat_fused"] = "pat (fused torch)"          # on CPU PATLoss runs the fused code: one bar for both
     return {n: special.get(n, n) for n in names if n != "pat_fused" or cuda}
 
@@ -291,20 +291,20 @@ def plot_fig6_3(raw: pd.DataFrame, table: pd.DataFrame, train_raw: pd.DataFrame,
     base = raw[raw.name == BASELINE].set_index(["dataset", "repeat"]).seconds
     r = relabel(raw.assign(ratio=raw.seconds / [base[(d, k)] for d, k in zip(raw.dataset, raw.repeat)]), "name")
     order = list(labels.values())
-    fig, ax = plt.subplots(2, 2, figsize=(15, 9.5))
+    fig, ax = plt.subplots(2, 2, figsize=(17, 9.5))
     sns.barplot(r, x="name", y="ratio", hue="dataset", order=order, estimator="median", errorbar=("pi", 100), ax=ax[0, 0])
     ax[0, 0].set(title="forward + backward time of the loss (median, min-max over repeats)", xlabel="", ylabel="time / F.cross_entropy's (x)")
     sns.barplot(relabel(table, "loss"), x="loss", y="mem_ratio", hue="dataset", order=order, ax=ax[0, 1])
     ax[0, 1].set(title="peak memory of the loss's forward + backward", xlabel="", ylabel="memory / F.cross_entropy's (x)")
     for a in (ax[0, 0], ax[0, 1]):
         a.axhline(1.0, color="k", lw=0.8); a.axhline(1.25, color="r", lw=0.8, ls="--", label="1.25x")
-        a.legend(fontsize=8, loc="upper left")
+        a.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)   # beside the bars, not over them
     sns.barplot(relabel(train_raw.assign(ms=train_raw.seconds * 1e3), "name"), x="name", y="ms", order=order, estimator="median",
                 errorbar=("pi", 100), color="tab:blue", ax=ax[1, 0])
     ax[1, 0].set(title=f"one training step with each loss, {train['shape'].iloc[0]}", xlabel="", ylabel="ms per step (median)")
     sns.lineplot(relabel(scaling, "name"), x="numel", y="time_ms_median", hue="name", hue_order=order, marker="o", ax=ax[1, 1])
     ax[1, 1].set(xscale="log", yscale="log", title="loss time against the logits' size", xlabel="B*C*H*W (logits elements)", ylabel="ms (median)")
-    ax[1, 1].legend(fontsize=7, ncol=2)
+    ax[1, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     for a in (ax[0, 0], ax[0, 1], ax[1, 0]): a.tick_params(axis="x", rotation=45)
     fig.suptitle(title); fig.tight_layout()
     if path:
