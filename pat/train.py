@@ -5,7 +5,9 @@
 # %% ../nbs/03_train.ipynb #40307c70
 from __future__ import annotations
 import ctypes, hashlib, json, math, os, random, re, resource, shutil, signal, sys, time
+from collections.abc import Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
@@ -21,12 +23,13 @@ try: from dvclive import Live
 except ImportError: Live = None     # optional: the pipeline has it; a bare GPU machine may not
 
 # %% auto #0
-__all__ = ['CODE_FILES', 'confusion_matrix', 'segmentation_metrics', 'group_miou', 'run_config', 'config_hash', 'code_hash',
-           'data_hash', 'run_key', 'dataset_root', 'batch_indices', 'flip_batch', 'TrainBatches', 'pick_device',
-           'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint', 'peak_memory_mb', 'progress_bar',
-           'evaluate', 'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer', 'die_with_parent', 'run_jobs',
-           'device_slots', 'seed_dir', 'publish', 'train_seeds', 'colorize', 'class_legend', 'save_prediction_figure',
-           'share', 'run_share', 'pending_jobs', 'default_per_device', 'pack', 'main']
+__all__ = ['CODE_FILES', 'confusion_matrix', 'segmentation_metrics', 'group_miou', 'RunConfig', 'run_config', 'config_hash',
+           'code_hash', 'data_hash', 'run_key', 'dataset_root', 'RunData', 'open_data', 'batch_indices', 'flip_batch',
+           'TrainBatches', 'pick_device', 'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint',
+           'peak_memory_mb', 'progress_bar', 'evaluate', 'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer',
+           'die_with_parent', 'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds', 'colorize',
+           'class_legend', 'save_prediction_figure', 'share', 'run_share', 'pending_jobs', 'default_per_device', 'pack',
+           'main']
 
 # %% ../nbs/03_train.ipynb #d9fc2690
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = 255) -> torch.Tensor:
@@ -57,9 +60,25 @@ def group_miou(iou: list, groups: dict) -> dict:
     return out
 
 # %% ../nbs/03_train.ipynb #d311490a
-def run_config(cfg: dict, where: str = "run") -> dict:
-    "The run settings `cfg`, checked (a `ParamsError` names the bad setting), with the training defaults filled in."
-    return check_run({k: v for k, v in cfg.items() if k != "seeds"}, where)
+@dataclass(frozen=True, eq=False)
+class RunConfig(Mapping):
+    """A run's settings, checked once (`run_config`), read like the dict they came from (`cfg["lr"]`). `settings`
+    holds them with the training defaults filled in and `seeds` left out: what `config_hash` hashes and metrics.json records."""
+    settings: dict
+    def __getitem__(self, k): return self.settings[k]
+    def __iter__(self): return iter(self.settings)
+    def __len__(self): return len(self.settings)
+    def _repr_pretty_(self, p, cycle): p.pretty(self.settings)   # Jupyter shows the settings as the dict it showed before
+    def on(self, device: str) -> RunConfig:
+        "The same run on `device` (a setting the run key leaves out), without checking again."
+        return RunConfig({**self.settings, "device": device})
+
+def run_config(cfg: Mapping, # a run's settings: one entry of params.yaml (`seeds` is dropped) or a `RunConfig`
+               where: str = "run", # where they come from, the start of an error's path (e.g. `t61.synthetic-segnet-ce`)
+              ) -> RunConfig:
+    "The run settings `cfg`, checked (a `ParamsError` names the bad setting), with the training defaults filled in; a `RunConfig` is returned as it is."
+    if isinstance(cfg, RunConfig): return cfg
+    return RunConfig(check_run({k: v for k, v in cfg.items() if k != "seeds"}, where))
 
 def _hash(obj) -> str: return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -91,6 +110,25 @@ def dataset_root(data_root, name: str) -> Path:
         raise FileNotFoundError(f"dataset {name!r} (parameter `dataset`) is not prepared: {root / 'meta.json'} is missing. "
                                 f"Add it to the profile's `datasets` (data.enabled in params.yaml) and run `dvc repro prepare@{name}`.")
     return root
+
+
+@dataclass(frozen=True)
+class RunData:
+    "A prepared dataset opened once for the seeds that train on it: its folder, checked `meta.json` and statistics."
+    root: Path
+    meta: dict
+    stats: dict
+    def key(self, cfg: Mapping) -> dict:
+        "The run key (`run_key`) of run `cfg` on this dataset."
+        return run_key(cfg, self.meta, self.stats)
+
+def open_data(name: str, # the dataset (a run's `dataset` setting)
+              data_root="data/prepared", # the folder of the prepared datasets
+              stats_root="data/stats", # the folder of their statistics (`<name>/stats.json`)
+             ) -> RunData:
+    "Dataset `name` opened for training: `dataset_root`'s clear error when it is not prepared, then its meta and stats read once."
+    root = dataset_root(data_root, name)
+    return RunData(root, load_meta(root), load_stats(Path(stats_root) / name / "stats.json"))
 
 # %% ../nbs/03_train.ipynb #a0b62f03
 def batch_indices(step: int, n_images: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -246,21 +284,27 @@ def _check_loss(value: float, first: float, cfg, step, out):
         raise FloatingPointError(f"run {out} diverged at step {step}: training loss {value:.4g} (first {first:.4g}, bound "
                                  f"diverge_factor={factor}) with {cfg['loss']}/{cfg['model']}, lr {cfg['lr']:g}; lower `lr` or raise `diverge_factor`")
 
-def train_run(cfg: dict, seed: int, out_dir, data_root="data/prepared", stats_root="data/stats",
-              progress: bool = True, stop_after: int | None = None, on_step=None) -> dict:
-    """Train and evaluate one seed of run `cfg`; resumes from `out_dir/checkpoint.pt`. `stop_after` (tests) stops early;
-    `on_step(step)`, when given, is called after every step (and once with the step it starts or resumes from)."""
+def train_run(cfg: Mapping, # the run's settings (`run_config` checks a dict; a `RunConfig` is used as it is)
+              seed: int, # the seed: model initialisation, batch order, flips
+              out_dir, # where the outputs and the checkpoint go
+              data_root="data/prepared", # the folder of the prepared datasets
+              stats_root="data/stats", # the folder of their statistics
+              progress: bool = True, # draw a progress bar
+              stop_after: int | None = None, # stop after this many steps, leaving the checkpoint (tests)
+              on_step=None, # `on_step(step)`: called after every step, and once with the step it starts or resumes from
+              data: RunData | None = None, # the dataset already opened (`open_data`); else opened from `data_root`, `stats_root`
+             ) -> dict:
+    "Train and evaluate one seed of run `cfg`; resumes from `out_dir/checkpoint.pt`; the metrics it writes to metrics.json."
     cfg, out = run_config(cfg), Path(out_dir)
     device = pick_device(cfg["device"])
-    root = dataset_root(data_root, cfg["dataset"])
-    meta, stats = load_meta(root), load_stats(Path(stats_root) / cfg["dataset"] / "stats.json")
-    key = run_key(cfg, meta, stats)
+    data = data or open_data(cfg["dataset"], data_root, stats_root)
+    key = data.key(cfg)
     if (done := finished_metrics(out, key["key"])) is not None:
         if on_step: on_step(cfg["iterations"])
         return done
     out.mkdir(parents=True, exist_ok=True)
     with torch_threads(cfg["threads"]):
-        return _train(cfg, seed, out, device, root, meta, stats, key, progress, stop_after, on_step)
+        return _train(cfg, seed, out, device, data, key, progress, stop_after, on_step)
 
 class _NoLive:
     "Stands in for dvclive where it is not installed (a bare GPU machine running tools/device_check.py): logs nothing."
@@ -287,8 +331,9 @@ class StepTimer:
         "Wall-clock seconds from the first step's start to now."
         return time.perf_counter() - self.first if self.first else 0.0
 
-def _train(cfg, seed, out, device, root, meta, stats, key, progress, stop_after, on_step):
-    model, loss_fn = _build(cfg, seed, meta, stats, device)
+def _train(cfg, seed, out, device, data, key, progress, stop_after, on_step):
+    root, meta = data.root, data.meta
+    model, loss_fn = _build(cfg, seed, meta, data.stats, device)
     batches = TrainBatches(root, cfg, seed, device)
     model, loss_fn = model.to(device), loss_fn.to(device)
     if device.type == "cuda":   # channels-last convolutions, tuned once for the run's fixed input size
@@ -334,12 +379,12 @@ def _train(cfg, seed, out, device, root, meta, stats, key, progress, stop_after,
     bar.close()
     sec_per_step, train_seconds = timer.median(), timer.wall()
     metrics, predictions = evaluate(model, root, meta["num_classes"], meta["ignore_index"], device, cfg["eval_batch_size"],
-                                    stats.get("groups"), cfg["n_predictions"])
-    val, _ = evaluate(model, root, meta["num_classes"], meta["ignore_index"], device, cfg["eval_batch_size"], stats.get("groups"), 0, "val")
+                                    data.stats.get("groups"), cfg["n_predictions"])
+    val, _ = evaluate(model, root, meta["num_classes"], meta["ignore_index"], device, cfg["eval_batch_size"], data.stats.get("groups"), 0, "val")
     metrics.update(val={k: v for k, v in val.items() if k not in ("confusion_matrix", "dice")}, run_key=key["key"], **{k: v for k, v in key.items() if k != "key"}, seed=seed, steps=step,
                    device=str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
                    threads=cfg["threads"], sec_per_step=sec_per_step, steps_per_sec=1 / sec_per_step, train_seconds=round(train_seconds, 2),
-                   peak_memory_mb=peak_memory_mb(device), config=cfg)
+                   peak_memory_mb=peak_memory_mb(device), config=cfg.settings)
     for k in ("miou", "pixel_acc", "dice_error", "miou_batch_mean"): live.summary[f"test/{k}"] = metrics[k]
     _end_live(live)
     _write_outputs(out, metrics, meta, predictions, root)
@@ -409,15 +454,13 @@ def train_seeds(cfg: dict, seeds, out_dir, data_root="data/prepared", stats_root
     device = pick_device(cfg["device"])
     if workers is None: workers = len(seeds) if device.type == "cuda" else min(len(seeds), max(1, 2 * _cpus() // cfg["threads"]))
     if workers < 1: raise ValueError(f"`workers` must be >= 1, got {workers}")
+    data = open_data(cfg["dataset"], data_root, stats_root)
     if work_root is None: dirs = {s: Path(out_dir) / f"seed{s}" for s in seeds}
-    else:
-        root = dataset_root(data_root, cfg["dataset"])
-        key = run_key(cfg, load_meta(root), load_stats(Path(stats_root) / cfg["dataset"] / "stats.json"))["key"]
-        dirs = {s: seed_dir(work_root, key, s) for s in seeds}
+    else: dirs = {s: seed_dir(work_root, data.key(cfg)["key"], s) for s in seeds}
     if workers == 1:
-        results = {s: train_run(cfg, s, dirs[s], data_root, stats_root, progress=progress) for s in seeds}
-    else:
-        jobs = [({**cfg, "device": d}, s, dirs[s], data_root, stats_root) for s, d in zip(seeds, device_slots(device, len(seeds)))]
+        results = {s: train_run(cfg, s, dirs[s], data_root, stats_root, progress=progress, data=data) for s in seeds}
+    else:   # each worker process opens the dataset itself
+        jobs = [(cfg.on(d), s, dirs[s], data_root, stats_root) for s, d in zip(seeds, device_slots(device, len(seeds)))]
         results = dict(zip(seeds, run_jobs(jobs, workers, device, f"{cfg['loss']}/{cfg['model']} seeds {','.join(map(str, seeds))}", progress)))
     if work_root is not None:
         for s in seeds: publish(dirs[s], Path(out_dir) / f"seed{s}")
@@ -467,20 +510,23 @@ def run_share(params: dict, groups=None, shard=(1, 1)) -> list:
     """The runs `(group, key)` of `groups` in share `shard` = (k, n), cut from the list of distinct run settings (so runs
     with the same settings, as Table 6.1's PAT and the ablation's, fall in the same share), finished or not: the shares
     stay disjoint however far each worker has got, and every machine computes the same ones."""
-    runs = [(g, key, config_hash(run_config(run, f"{g}.{key}"))) for g in groups or GROUPS for key, run in params[g].items()]
-    mine = set(share(list(dict.fromkeys(h for *_, h in runs)), *shard))
-    return [(g, key) for g, key, h in runs if h in mine]
+    return [(g, key) for g, key, _ in _share_configs(params, groups, shard)]
+
+def _share_configs(params: dict, groups, shard) -> list:
+    "`run_share`'s runs as `(group, key, RunConfig)`: each run's settings checked once."
+    runs = [(g, key, run_config(run, f"{g}.{key}")) for g in groups or GROUPS for key, run in params[g].items()]
+    hashes = [config_hash(cfg) for *_, cfg in runs]
+    mine = set(share(list(dict.fromkeys(hashes)), *shard))
+    return [run for run, h in zip(runs, hashes) if h in mine]
 
 def pending_jobs(params: dict, groups=None, work_root="runs/.work", data_root="data/prepared", stats_root="data/stats", shard=(1, 1)) -> list:
     """The (cfg, seed, work folder, data_root, stats_root) of every seed of the runs in `run_share(params, groups, shard)`
     without finished, current metrics in its work folder; a seed two runs share is listed once."""
-    jobs, data, seen = [], {}, set()                  # data: each dataset's meta and stats, read once
-    for group, key in run_share(params, groups, shard):
-        run = params[group][key]
-        cfg, ds = run_config(run, f"{group}.{key}"), run["dataset"]
-        if ds not in data: data[ds] = load_meta(dataset_root(data_root, ds)), load_stats(Path(stats_root) / ds / "stats.json")
-        rk = run_key(cfg, *data[ds])["key"]
-        for seed in run["seeds"]:
+    jobs, data, seen = [], {}, set()                  # data: each dataset opened once
+    for group, key, cfg in _share_configs(params, groups, shard):
+        if cfg["dataset"] not in data: data[cfg["dataset"]] = open_data(cfg["dataset"], data_root, stats_root)
+        rk = data[cfg["dataset"]].key(cfg)["key"]
+        for seed in params[group][key]["seeds"]:
             work = seed_dir(work_root, rk, seed)
             if work not in seen and finished_metrics(work, rk) is None: jobs.append((cfg, seed, work, data_root, stats_root))
             seen.add(work)
@@ -502,7 +548,7 @@ def pack(params_file="params.yaml", groups=None, per_device: int | None = None, 
     n_dev = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 1
     workers = (per_device or default_per_device(device, gpu_gb)) * n_dev
     if device.type == "cpu": workers = max(1, min(workers, 2 * _cpus() // jobs[0][0]["threads"]))
-    jobs = [({**cfg, "device": d}, *rest) for (cfg, *rest), d in zip(jobs, device_slots(device, len(jobs)))]
+    jobs = [(cfg.on(d), *rest) for (cfg, *rest), d in zip(jobs, device_slots(device, len(jobs)))]
     t0 = time.perf_counter()
     results = run_jobs(jobs, min(workers, len(jobs)), device, f"pack: {len(jobs)} seeds, {workers} at a time", progress)
     wall = time.perf_counter() - t0
