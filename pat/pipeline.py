@@ -204,7 +204,8 @@ def profile_names(profiles_dir=PROFILES_DIR) -> list[str]:
 
 def load_profile(name: str, profiles_dir=PROFILES_DIR) -> dict:
     """`profiles/base.yaml` merged with `profiles/<name>.yaml`, each file checked on its own (so an error names the file
-    that holds it) and the merged profile checked again; `data.enabled` is the profile's `datasets`."""
+    that holds it), over the dataset defaults (`pat.prepared.DEFAULTS`), and the merged profile checked again;
+    `data.enabled` is the profile's `datasets`."""
     path, base_path = Path(profiles_dir) / f"{name}.yaml", Path(profiles_dir) / "base.yaml"
     if name == "base" or not path.exists():
         raise ParamsError(f"profile {name!r} not found at {path}; available: {', '.join(profile_names(profiles_dir)) or 'none'}")
@@ -215,11 +216,9 @@ def load_profile(name: str, profiles_dir=PROFILES_DIR) -> dict:
         try: profile_spec(partial=True)(part, "")
         except ParamsError as e: raise ParamsError(f"{f}: {e}") from None
         merged = deep_merge(merged, part)
-    p = {"name": name, **merged}
+    p = {"name": name, **merged, "data": deep_merge(copy.deepcopy(DEFAULTS), merged.get("data", {}))}
     try: profile_spec()(p, "")
     except ParamsError as e: raise ParamsError(f"{path} (merged with {base_path.name}): {e}") from None
-    missing = [d for d in p["datasets"] if d not in p["data"]]
-    if missing: raise ParamsError(f"{path}: datasets {missing} have no settings under `data` (profiles/base.yaml)")
     p["data"] = {"enabled": list(p["datasets"]), **p["data"]}
     return p
 

