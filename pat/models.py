@@ -184,9 +184,10 @@ class PadToMultiple(nn.Module):
         return self.model(x)[..., top:top + h, left:left + w]
 
 # %% ../nbs/01_models.ipynb #100e726e
-MODEL_NAMES = ('segnet', 'unet', 'attunet', 'unetpp', 'dlv3', 'dlv3p')
-
-_BUILDERS = dict(segnet=SegNet, attunet=AttentionUNet, **{k: partial(smp_model, k) for k in SMP_ARCHS})
+_smp = lambda k: partial(smp_model, k)
+_BUILDERS = dict(segnet=SegNet, unet=_smp('unet'), attunet=AttentionUNet, unetpp=_smp('unetpp'), dlv3=_smp('dlv3'),
+                 dlv3p=_smp('dlv3p'))   # the registry of models: every list of model names derives from it
+MODEL_NAMES = tuple(_BUILDERS)
 
 def _options(name):
     "Option names `build_model` accepts for model `name`."

@@ -24,7 +24,7 @@ __all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATI
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
 ALL_LOSSES = tuple(LOSSES)       # ce focal cb cbfocal bms ldam blv pat
-T62_MODELS = ("unet", "attunet", "unetpp", "dlv3", "dlv3p")
+T62_MODELS = tuple(m for m in MODEL_NAMES if m != "segnet")   # Table 6.2: every model but Table 6.1's SegNet
 T63_MODELS = ("segnet", "unet", "dlv3p")
 T63_TEMPERATURES = (5, 10, 20, 50)
 # The PAT component ablation: (variant name, loss, loss parameters on top of the profile's PAT parameters)

@@ -4,7 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from pat.data import write_stats
+from pat.losses import LOSSES
 from pat.synthetic import prepare_synthetic
 import pat.train as T
 from pat.train import train_seeds, train_run, _train_seed, run_config
@@ -279,10 +281,10 @@ def test_resident_batches_on_cuda(data):
 
 
 @cuda
-@pytest.mark.parametrize("loss", ["ce", "focal", "cb", "cbfocal", "bms", "ldam", "blv", "pat"])
+@pytest.mark.parametrize("loss", list(LOSSES))
 def test_every_loss_trains_on_cuda(data, tmp_path, loss):
-    params = {"focal": {"gamma": 2}, "cbfocal": {"gamma": 2}, "ldam": {"mu": 0.5, "s": 20}, "blv": {"sigma": 0.5}, "pat": {"T": 20}}
-    m = train_run({**CFG, "loss": loss, "loss_params": params.get(loss, {}), "device": "cuda"}, 0, tmp_path, data / "prepared", data / "stats", progress=False)
+    params = yaml.safe_load((Path(__file__).parents[1] / "profiles" / "base.yaml").read_text())["losses"]   # the thesis's
+    m = train_run({**CFG, "loss": loss, "loss_params": params[loss], "device": "cuda"}, 0, tmp_path, data / "prepared", data / "stats", progress=False)
     assert m["device"].startswith("cuda") and m["steps"] == 4 and np.isfinite(m["miou"]) and m["peak_memory_mb"] > 0
 
 
