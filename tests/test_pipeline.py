@@ -241,6 +241,20 @@ def test_every_profile_gives_params_dvc_can_find(profile):
             assert isinstance(lookup(f"models.{run['model']}"), dict) and isinstance(lookup(f"losses.{run['loss']}"), dict)
 
 
+def test_dataset_defaults_have_one_home():
+    """pat.prepared.DEFAULTS is the one home of the dataset defaults: profiles/base.yaml holds none of them (a copy
+    there could drift), and every profile's `data` is DEFAULTS with only what that profile's file changes."""
+    from pat.pipeline import deep_merge, load_profile, profile_names
+    from pat.prepared import DEFAULTS
+    base = yaml.safe_load((ROOT / "profiles" / "base.yaml").read_text())
+    assert "data" not in base, "profiles/base.yaml: dataset settings belong in pat.prepared.DEFAULTS (nbs/02a_prepared.ipynb)"
+    for name in profile_names(ROOT / "profiles"):
+        own = yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text()).get("data") or {}
+        data = load_profile(name, ROOT / "profiles")["data"]
+        assert {d: data[d] for d in DEFAULTS} == {d: deep_merge(DEFAULTS[d], own.get(d, {})) for d in DEFAULTS}, name
+    assert load_profile("ci", ROOT / "profiles")["data"]["synthetic"]["splits"] == {"train": 16, "val": 4, "test": 8}
+
+
 def test_training_stages_and_run_key_cover_every_module_a_run_executes():
     "A change to any module a training run imports reruns its stage (dvc.yaml deps) and retrains it (the run key's code hash)."
     from pat.train import CODE_FILES

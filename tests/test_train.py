@@ -4,7 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from pat.data import write_stats
+from pat.losses import LOSSES
 from pat.synthetic import prepare_synthetic
 import pat.train as T
 from pat.train import train_seeds, train_run, _train_seed, run_config
@@ -102,6 +104,37 @@ def test_finished_run_is_reused_only_when_settings_data_and_code_are_unchanged(d
     # other settings
     longer = train_run({**CFG, "iterations": 5}, 0, out, other / "prepared", other / "stats", progress=False)
     assert longer["steps"] == 5 and longer["config_hash"] != moved["config_hash"]
+
+
+# A fixed run and dataset description, and the key parts they had before `RunConfig` (pat/train.py at a0dfb68):
+# a change here would retrain every finished run.
+META = {"name": "synthetic", "sha256": {"train_images.npy": "a" * 64, "train_masks.npy": "b" * 64}, "classes": ["x", "y", "z"],
+        "ignore_index": 255, "image_size": [32, 32], "splits": {"train": 16, "val": 4, "test": 8}, "colors": [[0, 0, 0]] * 3}
+STATS = {"counts": [100, 10, 1], "groups": {"head": [0], "mid": [1], "tail": [2]}, "shares": [0.9, 0.09, 0.01]}
+
+
+def test_run_key_of_a_fixed_config_is_pinned(monkeypatch):
+    monkeypatch.setattr(T, "code_hash", lambda: "0" * 16)      # the code part changes with any edit of CODE_FILES
+    cfg = run_config(CFG)
+    assert T.config_hash(cfg) == "de85e9e1a35f0119" and T.data_hash(META, STATS) == "3c38c58554fa7db0"
+    assert T.run_key(cfg, META, STATS) == {"config_hash": "de85e9e1a35f0119", "data_hash": "3c38c58554fa7db0",
+                                           "code_hash": "0" * 16, "key": "71b46acc4ac48c1a"}
+    # the checked settings are the dict they were (metrics.json records it, in this order), and checked once
+    assert list(cfg.settings) == ["model_options", "loss_params", "lr", "batch_size", "iterations", "checkpoint_every",
+                                  "eval_batch_size", "num_workers", "flip", "n_predictions", "log_every", "device", "threads",
+                                  "diverge_factor", "dataset", "model", "loss"]
+    assert run_config(cfg) is cfg and dict(cfg) == cfg.settings and T.config_hash(dict(cfg)) == T.config_hash(cfg)
+    assert cfg.on("cpu")["device"] == "cpu" and T.config_hash(cfg.on("cpu")) == T.config_hash(cfg) and cfg["device"] == "auto"
+
+
+def test_a_stage_opens_its_dataset_once(data, tmp_path, monkeypatch):
+    "train_seeds reads the dataset's meta and stats once for the run key and every seed (in one process)."
+    opened = []
+    monkeypatch.setattr(T, "load_stats", lambda p, real=T.load_stats: opened.append(p) or real(p))
+    got = train_seeds(CFG, [0, 1], tmp_path / "out", data / "prepared", data / "stats", workers=1, progress=False,
+                      work_root=tmp_path / "work")
+    assert opened == [data / "stats" / "synthetic" / "stats.json"] and sorted(got) == [0, 1]
+    assert got[0]["config"] == run_config(CFG).settings and json.loads((tmp_path / "out" / "seed1" / "metrics.json").read_text())["seed"] == 1
 
 
 def test_unreadable_metrics_and_checkpoint_name_their_file(data, tmp_path):
@@ -248,10 +281,10 @@ def test_resident_batches_on_cuda(data):
 
 
 @cuda
-@pytest.mark.parametrize("loss", ["ce", "focal", "cb", "cbfocal", "bms", "ldam", "blv", "pat"])
+@pytest.mark.parametrize("loss", list(LOSSES))
 def test_every_loss_trains_on_cuda(data, tmp_path, loss):
-    params = {"focal": {"gamma": 2}, "cbfocal": {"gamma": 2}, "ldam": {"mu": 0.5, "s": 20}, "blv": {"sigma": 0.5}, "pat": {"T": 20}}
-    m = train_run({**CFG, "loss": loss, "loss_params": params.get(loss, {}), "device": "cuda"}, 0, tmp_path, data / "prepared", data / "stats", progress=False)
+    params = yaml.safe_load((Path(__file__).parents[1] / "profiles" / "base.yaml").read_text())["losses"]   # the thesis's
+    m = train_run({**CFG, "loss": loss, "loss_params": params[loss], "device": "cuda"}, 0, tmp_path, data / "prepared", data / "stats", progress=False)
     assert m["device"].startswith("cuda") and m["steps"] == 4 and np.isfinite(m["miou"]) and m["peak_memory_mb"] > 0
 
 
