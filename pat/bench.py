@@ -105,27 +105,14 @@ def summarize(raw: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     return out.reset_index()
 
 # %% ../nbs/06_bench.ipynb #e4dba3c4
-def _status_kb(key: str) -> int | None:
-    "A `kB` field of /proc/self/status (Linux), or None."
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"): return int(line.split()[1])
-    except OSError: return None
-
-def _reset_hwm() -> bool:
-    "Reset the resident-set high-water mark VmHWM; False where the kernel does not allow it."
-    try:
-        with open("/proc/self/clear_refs", "w") as f: f.write("5")
-        return _status_kb("VmHWM") is not None
-    except OSError: return False
+from .train import proc_status_kb, reset_peak_memory   # one home for reading and resetting the peak
 
 def peak_rss_bytes(run) -> tuple[int, str]:
     "Peak resident bytes added by `run()` above the resident set before it, and the method used."
-    before = _status_kb("VmRSS")
-    if before is not None and _reset_hwm():
+    before = proc_status_kb("VmRSS")
+    if before is not None and reset_peak_memory(torch.device("cpu")):
         run()
-        return max(0, _status_kb("VmHWM") - before) * 1024, "VmHWM-VmRSS"
+        return max(0, proc_status_kb("VmHWM") - before) * 1024, "VmHWM-VmRSS"
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss      # kB on Linux
     run()
     return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, "ru_maxrss"

@@ -26,10 +26,10 @@ except ImportError: Live = None     # optional: the pipeline has it; a bare GPU 
 __all__ = ['CODE_FILES', 'confusion_matrix', 'segmentation_metrics', 'group_miou', 'RunConfig', 'run_config', 'config_hash',
            'code_hash', 'data_hash', 'run_key', 'dataset_root', 'RunData', 'open_data', 'batch_indices', 'flip_batch',
            'TrainBatches', 'pick_device', 'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint',
-           'peak_memory_mb', 'progress_bar', 'evaluate', 'colorize', 'class_legend', 'save_prediction_figure',
-           'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer', 'die_with_parent', 'run_jobs', 'device_slots',
-           'seed_dir', 'publish', 'train_seeds', 'share', 'run_share', 'pending_jobs', 'default_per_device', 'pack',
-           'main']
+           'proc_status_kb', 'reset_peak_memory', 'peak_memory_mb', 'progress_bar', 'evaluate', 'colorize',
+           'class_legend', 'save_prediction_figure', 'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer',
+           'die_with_parent', 'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds', 'share', 'run_share',
+           'pending_jobs', 'default_per_device', 'pack', 'main']
 
 # %% ../nbs/03_train.ipynb #9b2e30e7
 def confusion_matrix(pred: torch.Tensor, # predicted classes, any shape
@@ -233,10 +233,28 @@ def load_checkpoint(path, device) -> dict:
     except Exception as e: raise RuntimeError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to start the run over") from None
 
 # %% ../nbs/03_train.ipynb #76747d1b
+def proc_status_kb(key: str) -> int | None:
+    "A `kB` field of /proc/self/status (Linux), e.g. `VmRSS` or `VmHWM`; None elsewhere."
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"): return int(line.split()[1])
+    except OSError: return None
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak-memory measurement: CUDA's peak statistics, or on CPU the resident set's high-water mark
+    VmHWM (Linux: /proc/self/clear_refs); False where the CPU's cannot be reset (the peak is then the process's lifetime one)."""
+    if device.type == "cuda": torch.cuda.reset_peak_memory_stats(device); return True
+    try:
+        with open("/proc/self/clear_refs", "w") as f: f.write("5")
+        return proc_status_kb("VmHWM") is not None
+    except OSError: return False
+
 def peak_memory_mb(device: torch.device) -> float:
-    "Peak memory: CUDA's max allocated bytes, or this process's peak resident set size on CPU (MiB)."
+    "Peak memory since the last `reset_peak_memory` (MiB): CUDA's max allocated bytes, or on CPU VmHWM (ru_maxrss, the lifetime peak, without /proc)."
     if device.type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    hwm = proc_status_kb("VmHWM")
+    return (hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 
 # %% ../nbs/03_train.ipynb #c84d189a
 def progress_bar(**kw):
@@ -426,6 +444,7 @@ class _NoLive:
 
 def _train(cfg, seed, out, device, data, key, progress, stop_after, on_step):
     root, meta = data.root, data.meta
+    reset_peak_memory(device)                 # this run's peak, not the worker's over every seed it trained
     model, loss_fn = _build(cfg, seed, meta, data.stats, device)
     batches = TrainBatches(root, cfg, seed, device)
     model, loss_fn = model.to(device), loss_fn.to(device)
