@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from .losses import LOSSES
+from .report import markdown_table
+from .train import proc_status_kb, reset_peak_memory   # one home for reading and resetting the peak
 
 # %% auto #0
 __all__ = ['SHAPES', 'QUICK_SHAPES', 'BASELINE', 'REGISTRY', 'EXTRA', 'LOSS_NAMES', 'IGNORE_INDEX', 'TABLE_COLUMNS',
@@ -23,7 +26,7 @@ __all__ = ['SHAPES', 'QUICK_SHAPES', 'BASELINE', 'REGISTRY', 'EXTRA', 'LOSS_NAME
 SHAPES = {"OxfordPetIII": (3, 256, 256), "CityScapes": (20, 256, 512), "NYU": (14, 288, 384)}
 QUICK_SHAPES = {"OxfordPetIII": (3, 128, 128), "CityScapes": (20, 64, 128), "NYU": (14, 72, 96)}
 BASELINE = "ce_torch"                      # plain F.cross_entropy, the denominator of every ratio
-REGISTRY = ("ce", "focal", "cb", "cbfocal", "bms", "ldam", "blv", "pat")
+REGISTRY = tuple(LOSSES)                   # the eight losses, as pat.losses registers them
 EXTRA = ("pat_fused", "pat_reference")     # the two PAT implementations, called directly
 LOSS_NAMES = (BASELINE,) + REGISTRY + EXTRA
 IGNORE_INDEX = 255
@@ -105,8 +108,6 @@ def summarize(raw: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     return out.reset_index()
 
 # %% ../nbs/06_bench.ipynb #e4dba3c4
-from .train import proc_status_kb, reset_peak_memory   # one home for reading and resetting the peak
-
 def peak_rss_bytes(run) -> tuple[int, str]:
     "Peak resident bytes added by `run()` above the resident set before it, and the method used."
     before = proc_status_kb("VmRSS")
@@ -248,12 +249,9 @@ def bench_memory(cfg: dict, device="cpu", names=LOSS_NAMES) -> pd.DataFrame:
     return df
 
 # %% ../nbs/06_bench.ipynb #94419fc2
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
-    "A GitHub markdown table."
-    fmt = lambda v: format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+def to_markdown(df: pd.DataFrame) -> str:
+    "The benchmark's tables: `pat.report.markdown_table` with 3 significant digits."
+    return markdown_table(df, floatfmt=".3g")
 
 def join_memory(times: pd.DataFrame, mem: pd.DataFrame, kind: str) -> pd.DataFrame:
     "Time summary with the peak memory columns of the same (device, dataset, loss)."

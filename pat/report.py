@@ -18,11 +18,14 @@ __all__ = ['THESIS_NAMES', 'LOWER_IS_BETTER', 'METRIC_LABELS', 'markdown_table',
            'training_cost']
 
 # %% ../nbs/04_report.ipynb #a00dc131
-def markdown_table(df: pd.DataFrame) -> str:
-    "A GitHub markdown table of `df` (index dropped; cells as printed by `str`)."
+def markdown_table(df: pd.DataFrame, # the table
+                   floatfmt: str | None = None, # a `format` spec for float cells (e.g. ".3g"); None: `str`
+                  ) -> str:
+    "A GitHub markdown table of `df` (index dropped; a `|` inside a cell escaped)."
     cols = [str(c) for c in df.columns]
+    def cell(v): return format(v, floatfmt) if floatfmt and isinstance(v, float) else str(v)   # numpy floats are floats
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in df.itertuples(index=False)]
+    lines += ["| " + " | ".join(cell(v).replace("|", "\\|") for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/04_report.ipynb #5c1866b3
