@@ -28,7 +28,10 @@ def checks_values(target: torch.Tensor) -> bool:
     "Whether `check_inputs` reads the labels of `target`: on CPU always, on other devices in debug mode only."
     return _DEBUG["checks"] or target.device.type == "cpu"
 
-def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+def check_inputs(logits: torch.Tensor, # float scores [B,C,H,W]
+                 target: torch.Tensor, # integer labels [B,H,W]
+                 ignore_index: int = 255, # the label of pixels left out
+                ) -> torch.Tensor:
     "`target` as int64, after a clear error unless `logits` is float [B,C,H,W] and `target` integer [B,H,W] with labels in 0..C-1 or `ignore_index`."
     if not torch.is_tensor(logits) or not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor [B,C,H,W], got {getattr(logits, 'dtype', type(logits))}")
@@ -52,13 +55,22 @@ POSITIVE, NON_NEGATIVE, FINITE = "a finite number > 0", "a finite number >= 0", 
 def _bad_param(loss: str, name: str, expected: str, value) -> str:
     return f"{loss} parameter `{name}` must be {expected}, got {value!r} ({type(value).__name__})"
 
-def check_number(loss: str, name: str, value, expected: str = FINITE, ok=lambda v: True) -> float:
+def check_number(loss: str, # the loss's name, for the error message
+                 name: str, # the parameter's name, for the error message
+                 value, # the value to check
+                 expected: str = FINITE, # what a valid value is, for the error message
+                 ok=lambda v: True, # `ok(value)`: True when the value is allowed
+                ) -> float:
     "`value` as a float; TypeError unless a real number (not a bool), ValueError unless finite and `ok(value)`."
     if isinstance(value, bool) or not isinstance(value, numbers.Real): raise TypeError(_bad_param(loss, name, expected, value))
     if not (math.isfinite(value) and ok(value)): raise ValueError(_bad_param(loss, name, expected, value))
     return float(value)
 
-def check_choice(loss: str, name: str, value, choices) -> str:
+def check_choice(loss: str, # the loss's name, for the error message
+                 name: str, # the parameter's name, for the error message
+                 value, # the value to check
+                 choices, # the allowed strings
+                ) -> str:
     "`value` if it is one of the strings `choices`; TypeError if it is not a string, ValueError if another string."
     expected = "one of " + ", ".join(map(repr, choices))
     if not isinstance(value, str): raise TypeError(_bad_param(loss, name, expected, value))
@@ -66,7 +78,9 @@ def check_choice(loss: str, name: str, value, choices) -> str:
     return value
 
 # %% ../nbs/00_losses.ipynb #022f5c88
-def as_counts(counts, name: str = "counts") -> torch.Tensor:
+def as_counts(counts, # pixel counts per class (anything `torch.as_tensor` takes)
+              name: str = "counts", # the parameter's name, for the error message
+             ) -> torch.Tensor:
     "Training pixel counts per class as a float64 tensor, zero counts raised to 1."
     if counts is None: raise ValueError(f"`{name}` is required: the training-set pixel count of each class (see the data stats stage)")
     c = torch.as_tensor(counts, dtype=torch.float64).flatten()
@@ -81,7 +95,9 @@ def _check_num_classes(buffer: torch.Tensor, logits: torch.Tensor, name: str):
 # %% ../nbs/00_losses.ipynb #367a0520
 REDUCTIONS = ("mean", "sum", "none")
 
-def class_weights_param(loss: str, weight) -> torch.Tensor | None:
+def class_weights_param(loss: str, # the loss's name, for the error message
+                        weight, # per-class factors, or None for none
+                       ) -> torch.Tensor | None:
     "A loss's optional `weight`: finite, non-negative, one per class (at least 2), as float32."
     if weight is None: return None
     w = torch.as_tensor(weight, dtype=torch.float32).flatten()
@@ -95,7 +111,11 @@ class SegLoss(nn.Module):
     [B,H,W], 0 at ignored pixels, whose sum is 'sum'); `weight`: optional per-class factors on the terms, as in
     `torch.nn.CrossEntropyLoss` ('mean' then divides by the weights' sum over valid pixels, like torch)."""
     loss_name = "SegLoss"                                     # the loss's name in error messages
-    def __init__(self, ignore_index: int = 255, validate: bool = True, reduction: str = "mean", weight=None):
+    def __init__(self, ignore_index: int = 255, # the label of pixels left out
+                 validate: bool = True, # check the inputs' types, shapes and labels
+                 reduction: str = "mean", # 'mean', 'sum' or 'none' (per-pixel terms)
+                 weight=None, # optional per-class factors on the terms
+                ):
         super().__init__()
         self.ignore_index, self.validate = ignore_index, validate
         self.reduction = check_choice(self.loss_name, "reduction", reduction, REDUCTIONS)
@@ -154,7 +174,10 @@ class SegLoss(nn.Module):
         return target.masked_fill(target == self.ignore_index, 0)
 
 # %% ../nbs/00_losses.ipynb #c88c29ef
-def bin_counts(bins: torch.Tensor, n: int, scatter: bool | None = None) -> torch.Tensor:
+def bin_counts(bins: torch.Tensor, # int64 values in 0..n-1
+               n: int, # the number of bins
+               scatter: bool | None = None, # use `scatter_add_`; None: on any device but the CPU
+              ) -> torch.Tensor:
     "How often each of 0..n-1 occurs in int64 `bins` (all in 0..n-1), int64 [n]: `bincount` on CPU, else (or `scatter=True`) a sync-free `scatter_add_`."
     bins = bins.flatten()
     if scatter is None: scatter = bins.device.type != "cpu"
@@ -164,7 +187,10 @@ def bin_counts(bins: torch.Tensor, n: int, scatter: bool | None = None) -> torch
 
 class CountLoss(SegLoss):
     "Base for losses that take training-set pixel counts per class (`counts`)."
-    def __init__(self, counts=None, batch_counts: bool = False, **kwargs):
+    def __init__(self, counts=None, # training-set pixel counts per class (needed unless `batch_counts`)
+                 batch_counts: bool = False, # use the batch's counts of valid pixels instead
+                 **kwargs, # passed to `SegLoss`
+                ):
         super().__init__(**kwargs)
         self.batch_counts = batch_counts
         self.register_buffer("counts", as_counts(counts) if not batch_counts or counts is not None else torch.ones(2, dtype=torch.float64))
@@ -201,14 +227,18 @@ class CELoss(SegLoss):
     def kernel_spec(self, logits, target): return dict(term="ce")
 
 # %% ../nbs/00_losses.ipynb #7626b610
-def focal_term(ce: torch.Tensor, gamma: float) -> torch.Tensor:
+def focal_term(ce: torch.Tensor, # per-pixel cross-entropy
+               gamma: float, # the focusing exponent, >= 0
+              ) -> torch.Tensor:
     "Per-pixel focal loss $(1-p)^\\gamma \\cdot \\mathrm{CE}$ from the per-pixel CE ($p = e^{-\\mathrm{CE}}$)."
     return (-torch.expm1(-ce)).clamp_min(1e-6).pow(gamma) * ce
 
 class FocalLoss(SegLoss):
     "Focal loss $-(1-p_y)^\\gamma \\log p_y$, mean over valid pixels."
     loss_name = "Focal"
-    def __init__(self, gamma: float = 2.0, **kwargs):
+    def __init__(self, gamma: float = 2.0, # the focusing exponent, >= 0 (0 is CE)
+                 **kwargs, # passed to `SegLoss`
+                ):
         super().__init__(**kwargs)
         self.gamma = check_number(self.loss_name, "gamma", gamma, NON_NEGATIVE, lambda g: g >= 0)
     def loss(self, logits, target):
@@ -221,7 +251,9 @@ BETA = "None or a number in [0, 1)"
 def _check_beta(beta, loss: str = "CB"):
     return None if beta is None else check_number(loss, "beta", beta, BETA, lambda b: 0 <= b < 1)
 
-def class_balanced_weights(counts: torch.Tensor, beta: float | None = None) -> torch.Tensor:
+def class_balanced_weights(counts: torch.Tensor, # pixel counts per class
+                           beta: float | None = None, # in [0, 1); None: (N-1)/N, N the total count
+                          ) -> torch.Tensor:
     "Cui et al.'s weights $(1-\\beta)/(1-\\beta^{n_c})$ scaled to sum to C; `beta=None` means $(N-1)/N$."
     n = counts.double()
     if beta is None:
@@ -236,7 +268,10 @@ def class_balanced_weights(counts: torch.Tensor, beta: float | None = None) -> t
 class CBLoss(CountLoss):
     "Class-balanced CE (Cui et al. 2019): $w_y \\cdot (-\\log p_y)$, mean over valid pixels."
     loss_name = "CB"
-    def __init__(self, counts=None, beta: float | None = None, **kwargs):
+    def __init__(self, counts=None, # training-set pixel counts per class
+                 beta: float | None = None, # in [0, 1); None: (N-1)/N, N the total count
+                 **kwargs, # passed to `CountLoss` and `SegLoss`
+                ):
         super().__init__(counts, **kwargs)
         self.beta = _check_beta(beta, self.loss_name)
     def class_weights(self, logits, target, dtype=None):
@@ -249,7 +284,11 @@ class CBLoss(CountLoss):
 class CBFocalLoss(CBLoss):
     "Class-balanced focal loss: $w_y \\cdot (-(1-p_y)^\\gamma \\log p_y)$, mean over valid pixels."
     loss_name = "CBFocal"
-    def __init__(self, counts=None, beta: float | None = None, gamma: float = 2.0, **kwargs):
+    def __init__(self, counts=None, # training-set pixel counts per class
+                 beta: float | None = None, # in [0, 1); None: (N-1)/N, N the total count
+                 gamma: float = 2.0, # the focusing exponent, >= 0
+                 **kwargs, # passed to `CountLoss` and `SegLoss`
+                ):
         super().__init__(counts, beta, **kwargs)
         self.gamma = check_number(self.loss_name, "gamma", gamma, NON_NEGATIVE, lambda g: g >= 0)
     def loss(self, logits, target):
@@ -274,7 +313,11 @@ class BMSLoss(CountLoss):
 class LDAMLoss(CountLoss):
     "LDAM (Cao et al. 2019): CE on $s(z - \\Delta_y e_y)$ with $\\Delta_c \\propto n_c^{-1/4}$, $\\max \\Delta = \\mu$."
     loss_name = "LDAM"
-    def __init__(self, counts=None, mu: float = 0.5, s: float = 20.0, **kwargs):
+    def __init__(self, counts=None, # training-set pixel counts per class
+                 mu: float = 0.5, # the largest margin (the rarest class's), >= 0
+                 s: float = 20.0, # the logit scale, > 0
+                 **kwargs, # passed to `CountLoss` and `SegLoss`
+                ):
         super().__init__(counts, **kwargs)
         self.mu = check_number(self.loss_name, "mu", mu, NON_NEGATIVE, lambda v: v >= 0)   # the largest margin
         self.s = check_number(self.loss_name, "s", s, POSITIVE, lambda v: v > 0)            # the logit scale
@@ -293,7 +336,11 @@ class LDAMLoss(CountLoss):
 class BLVLoss(CountLoss):
     "BLV (Wang et al. 2023): CE on $z_c + |\\delta_c| f_c/\\max f$, $\\delta \\sim N(0,\\sigma^2)$ clipped to [-1,1], $f_c = \\log(N/n_c)$; CE in eval mode."
     loss_name = "BLV"
-    def __init__(self, counts=None, sigma: float = 0.5, generator: torch.Generator | None = None, **kwargs):
+    def __init__(self, counts=None, # training-set pixel counts per class
+                 sigma: float = 0.5, # the noise's standard deviation, >= 0
+                 generator: torch.Generator | None = None, # the noise's generator, on the logits' device (None: torch's default)
+                 **kwargs, # passed to `CountLoss` and `SegLoss`
+                ):
         super().__init__(counts, **kwargs)
         self.sigma = check_number(self.loss_name, "sigma", sigma, NON_NEGATIVE, lambda v: v >= 0)
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -325,12 +372,19 @@ class BLVLoss(CountLoss):
 PAT_CURVES = ("eq4.44", "table5.1")
 PAT_NORMALIZE = ("mask", "none")
 
-def pat_weight(p: torch.Tensor, T: float = 20.0, eps: float = 0.0, curve: str = "eq4.44") -> torch.Tensor:
+def pat_weight(p: torch.Tensor, # probability of the true class
+               T: float = 20.0, # the temperature, > 0
+               eps: float = 0.0, # the offset subtracted from 1-p
+               curve: str = "eq4.44", # 'eq4.44' (weight grows as p falls) or 'table5.1' (the inverse)
+              ) -> torch.Tensor:
     "PAT's pixel weight: $e^{(1-p-\\epsilon)/T}$ (Eq. 4.44) or $e^{-(1-p-\\epsilon)/T}$ (the curve behind Table 5.1)."
     sign = 1.0 if curve == "eq4.44" else -1.0
     return torch.exp(sign * (1.0 - p - eps) / T)
 
-def mask_sizes(target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def mask_sizes(target: torch.Tensor, # integer labels [B,H,W]
+               num_classes: int, # the number of classes C
+               ignore_index: int = 255, # the label of pixels left out
+              ) -> torch.Tensor:
     "$S_i^l$: the number of valid pixels of each class in each image, [B, C] (one count of `image * C + label`, no one-hot)."
     B = target.shape[0]
     flat = target.reshape(B, -1)
@@ -338,15 +392,26 @@ def mask_sizes(target: torch.Tensor, num_classes: int, ignore_index: int = 255) 
     idx = torch.where(flat != ignore_index, image * num_classes + flat, B * num_classes)   # ignored -> extra bin
     return bin_counts(idx, B * num_classes + 1)[:-1].view(B, num_classes)
 
-def check_pat_options(T, eps, normalize, curve):
+def check_pat_options(T, # the temperature, > 0
+                      eps, # a finite number
+                      normalize, # 'mask' or 'none'
+                      curve, # 'eq4.44' or 'table5.1'
+                     ):
     "Raise TypeError/ValueError for an invalid PAT option, naming it."
     check_number("PAT", "T", T, POSITIVE, lambda v: v > 0)
     check_number("PAT", "eps", eps, FINITE)
     check_choice("PAT", "normalize", normalize, PAT_NORMALIZE)
     check_choice("PAT", "curve", curve, PAT_CURVES)
 
-def pat_pixel_terms(logits, target, T: float = 20.0, eps: float = 0.0, normalize: str = "mask",
-                    curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255):
+def pat_pixel_terms(logits, # float scores [B,C,H,W]
+                    target, # integer labels [B,H,W]
+                    T: float = 20.0, # the temperature, > 0
+                    eps: float = 0.0, # the offset subtracted from 1-p
+                    normalize: str = "mask", # 'mask': divide by the class's mask size in the image; 'none': don't
+                    curve: str = "eq4.44", # 'eq4.44' or 'table5.1' (see `pat_weight`)
+                    detach_weight: bool = False, # no gradient through the pixel weight
+                    ignore_index: int = 255, # the label of pixels left out
+                   ):
     """PAT's per-pixel terms $\\beta_{ij} (-\\log p_{ij}[y]) / S_i^y$ (without the mask size when `normalize='none'`),
     0 at ignored pixels, and the divisor of their sum that makes the loss: $B$, or the number of valid pixels."""
     check_pat_options(T, eps, normalize, curve)
@@ -361,8 +426,15 @@ def pat_pixel_terms(logits, target, T: float = 20.0, eps: float = 0.0, normalize
     size_at_pixel = sizes.gather(1, target.masked_fill(~valid, 0).reshape(target.shape[0], -1)).view_as(ce)
     return per_pixel / size_at_pixel.clamp_min(1), target.shape[0]
 
-def pat_loss_reference(logits, target, T: float = 20.0, eps: float = 0.0, normalize: str = "mask",
-                       curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255) -> torch.Tensor:
+def pat_loss_reference(logits, # float scores [B,C,H,W]
+                       target, # integer labels [B,H,W]
+                       T: float = 20.0, # the temperature, > 0
+                       eps: float = 0.0, # the offset subtracted from 1-p
+                       normalize: str = "mask", # 'mask': divide by the class's mask size in the image; 'none': don't
+                       curve: str = "eq4.44", # 'eq4.44' or 'table5.1' (see `pat_weight`)
+                       detach_weight: bool = False, # no gradient through the pixel weight
+                       ignore_index: int = 255, # the label of pixels left out
+                      ) -> torch.Tensor:
     "PAT (Eq. 4.43-4.44) with plain autograd: the reference that faster versions are tested against."
     terms, norm = pat_pixel_terms(logits, target, T, eps, normalize, curve, detach_weight, ignore_index)
     return terms.sum() / norm
@@ -371,8 +443,14 @@ def pat_loss_reference(logits, target, T: float = 20.0, eps: float = 0.0, normal
 class PATLoss(SegLoss):
     "PAT (thesis Eq. 4.43-4.44): $-\\frac1B\\sum_i\\sum_j \\beta_{ij} \\log p_{ij}[y] / S_i^{y}$, $\\beta = e^{(1-p_y-\\epsilon)/T}$."
     loss_name = "PAT"
-    def __init__(self, T: float = 20.0, eps: float = 0.0, normalize: str = "mask", curve: str = "eq4.44",
-                 detach_weight: bool = False, fused: bool = True, **kwargs):
+    def __init__(self, T: float = 20.0, # the temperature, > 0
+                 eps: float = 0.0, # the offset subtracted from 1-p
+                 normalize: str = "mask", # 'mask': divide by the class's mask size in the image; 'none': don't
+                 curve: str = "eq4.44", # 'eq4.44' or 'table5.1' (see `pat_weight`)
+                 detach_weight: bool = False, # no gradient through the pixel weight
+                 fused: bool = True, # the analytic backward (`pat_loss_fused`); False: the autograd reference
+                 **kwargs, # passed to `SegLoss`
+                ):
         super().__init__(**kwargs)
         check_pat_options(T, eps, normalize, curve)
         self.T, self.eps, self.normalize, self.curve, self.detach_weight = float(T), float(eps), normalize, curve, detach_weight
@@ -391,12 +469,18 @@ class PATLoss(SegLoss):
 # %% ../nbs/00_losses.ipynb #c66fb03f
 TABLE5_1_P = tuple(round(0.1 * k, 1) for k in range(1, 10))
 
-def focal_value(p, gamma: float):
+def focal_value(p, # probability of the true class
+                gamma: float, # the focusing exponent
+               ):
     "Focal's per-pixel loss $(1-p)^\\gamma(-\\log p)$ at probability p."
     p = torch.as_tensor(p, dtype=torch.float64)
     return (1 - p).pow(gamma) * -p.log()
 
-def pat_value(p, T: float, curve: str = "eq4.44", eps: float = 0.0):
+def pat_value(p, # probability of the true class
+              T: float, # the temperature
+              curve: str = "eq4.44", # 'eq4.44' or 'table5.1'
+              eps: float = 0.0, # the offset subtracted from 1-p
+             ):
     "PAT's per-pixel loss $\\beta(p)(-\\log p)$ at probability p (mask size 1)."
     p = torch.as_tensor(p, dtype=torch.float64)
     return pat_weight(p, T, eps, curve) * -p.log()
@@ -410,7 +494,10 @@ def table5_1(curve: str = "table5.1"):
     return pd.DataFrame({k: v.numpy() for k, v in rows.items()}, index=[f"p={q}" for q in TABLE5_1_P]).T
 
 # %% ../nbs/00_losses.ipynb #14329fe4
-def plot_weight_curves(Ts=(2, 5, 20), gammas=(2, 5), path=None):
+def plot_weight_curves(Ts=(2, 5, 20), # PAT's temperatures to draw
+                       gammas=(2, 5), # Focal's exponents to draw
+                       path=None, # a PNG to save the figure to (None: not saved)
+                      ):
     "Fig. 4.5: PAT's weight and loss (both curves) against Focal's over p; saved to `path` if given."
     import pandas as pd, seaborn as sns, matplotlib.pyplot as plt
     p = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
@@ -440,7 +527,9 @@ LOSSES = {"ce": CELoss, "focal": FocalLoss, "cb": CBLoss, "cbfocal": CBFocalLoss
           "bms": BMSLoss, "ldam": LDAMLoss, "blv": BLVLoss, "pat": PATLoss}
 COUNT_LOSSES = tuple(k for k, v in LOSSES.items() if issubclass(v, CountLoss))
 
-def get_loss(name: str, **params) -> SegLoss:
+def get_loss(name: str, # one of `LOSSES`' names
+             **params, # the loss's parameters
+            ) -> SegLoss:
     "Build a loss by name (ce, focal, cb, cbfocal, bms, ldam, blv, pat) with its parameters."
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}")
@@ -460,8 +549,13 @@ def _mean_divisor(loss: SegLoss, logits: torch.Tensor, target: torch.Tensor):
 class MMSegLoss(nn.Module):
     """A loss of `get_loss` with mmsegmentation's loss interface: `forward(cls_score, label, weight, avg_factor,
     reduction_override, ignore_index)`, `loss_weight` and `loss_name` (mmseg sums the losses named `loss_*`)."""
-    def __init__(self, loss: str = "pat", reduction: str = "mean", loss_weight: float = 1.0,
-                 loss_name: str | None = None, class_weight=None, **params):
+    def __init__(self, loss: str = "pat", # the loss's name in `LOSSES`
+                 reduction: str = "mean", # 'mean', 'sum' or 'none'
+                 loss_weight: float = 1.0, # the factor on the loss
+                 loss_name: str | None = None, # mmseg's key for it, starting with 'loss_' (None: 'loss_<loss>')
+                 class_weight=None, # per-class factors (the loss's `weight`)
+                 **params, # the loss's parameters (`get_loss`)
+                ):
         super().__init__()
         self.reduction = check_choice("MMSegLoss", "reduction", reduction, REDUCTIONS)
         self.loss_weight = check_number("MMSegLoss", "loss_weight", loss_weight)
