@@ -27,7 +27,10 @@ def _check_width(width):
     return float(width)
 
 # %% ../nbs/01_models.ipynb #96a0c2fb
-def conv_bn_relu(ci, co, bias=True):
+def conv_bn_relu(ci, # input channels
+                 co, # output channels
+                 bias=True, # give the convolution a bias
+                ):
     "3x3 convolution (padding 1), batch norm, ReLU."
     return nn.Sequential(nn.Conv2d(ci, co, 3, padding=1, bias=bias), nn.BatchNorm2d(co), nn.ReLU(inplace=True))
 
@@ -38,7 +41,9 @@ def n_params(m):
 # %% ../nbs/01_models.ipynb #0bd77f44
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
-def scale_channels(c, width):
+def scale_channels(c, # the channel count
+                   width, # the factor on it
+                  ):
     "Channel count `c` scaled by `width`, at least 1."
     return max(1, int(round(c * width)))
 
@@ -46,7 +51,10 @@ def scale_channels(c, width):
 class SegNet(nn.Module):
     "SegNet: VGG16-BN encoder, decoder upsampling with the encoder's max-pool indices."
     multiple = 32  # five 2x2 pools
-    def __init__(self, num_classes, in_channels=3, width=1.0):
+    def __init__(self, num_classes, # output channels, >= 2
+                 in_channels=3, # input image channels
+                 width=1.0, # factor on every channel count (1.0: the paper's)
+                ):
         super().__init__()
         _check_int('num_classes', num_classes, 2); _check_int('in_channels', in_channels, 1)
         stages = [[scale_channels(c, _check_width(width)) for c in s] for s in VGG16_STAGES]
@@ -76,7 +84,10 @@ class SegNet(nn.Module):
 # %% ../nbs/01_models.ipynb #f2069868
 class AttentionGate(nn.Module):
     "Additive attention gate (Oktay 2018): scales skip `x` by alpha = sigmoid(psi(relu(W_x x + W_g g)))."
-    def __init__(self, x_channels, g_channels, inter_channels):
+    def __init__(self, x_channels, # channels of the skip `x`
+                 g_channels, # channels of the gating feature `g`
+                 inter_channels, # channels of the intermediate features
+                ):
         super().__init__()
         self.theta = nn.Conv2d(x_channels, inter_channels, 2, stride=2, bias=False)  # W_x
         self.phi = nn.Conv2d(g_channels, inter_channels, 1)                          # W_g, b_g
@@ -92,14 +103,19 @@ class AttentionGate(nn.Module):
         return x * a
 
 # %% ../nbs/01_models.ipynb #430b43d9
-def double_conv(ci, co):
+def double_conv(ci, # input channels
+                co, # output channels
+               ):
     "Two 3x3 conv+BN+ReLU (the U-Net stage)."
     return nn.Sequential(conv_bn_relu(ci, co, bias=False), conv_bn_relu(co, co, bias=False))
 
 class AttentionUNet(nn.Module):
     "U-Net with an additive attention gate on every skip connection (Oktay 2018)."
     multiple = 16  # four 2x2 pools
-    def __init__(self, num_classes, in_channels=3, base_channels=64):
+    def __init__(self, num_classes, # output channels, >= 2
+                 in_channels=3, # input image channels
+                 base_channels=64, # channels of the first stage (doubled at each of the four pools)
+                ):
         super().__init__()
         _check_int('num_classes', num_classes, 2); _check_int('in_channels', in_channels, 1)
         c = [_check_int('base_channels', base_channels, 1) * 2**i for i in range(5)]
@@ -147,7 +163,13 @@ def _check_encoder(encoder, encoder_weights):
         raise ValueError(f"`encoder_weights` {encoder_weights!r} is not available for encoder {encoder!r}; "
                          f"use None or one of {valid}")
 
-def smp_model(arch, num_classes, in_channels=3, encoder="resnet101", encoder_weights=None, **kwargs):
+def smp_model(arch, # a key of `SMP_ARCHS`
+              num_classes, # output channels, >= 2
+              in_channels=3, # input image channels
+              encoder="resnet101", # smp's encoder name
+              encoder_weights=None, # pretrained weights to download (e.g. 'imagenet'); None: random
+              **kwargs, # passed to the smp class
+             ):
     "smp model `arch` (a key of `SMP_ARCHS`); `kwargs` go to the smp class."
     _check_int('num_classes', num_classes, 2); _check_int('in_channels', in_channels, 1)
     _check_encoder(encoder, encoder_weights)
@@ -169,7 +191,10 @@ def _multiple(net):
 
 class PadToMultiple(nn.Module):
     "Pad the input to a multiple of `multiple`, run `model`, crop the output back to the input size."
-    def __init__(self, model, multiple, mode='reflect'):
+    def __init__(self, model, # the wrapped model
+                 multiple, # pad height and width to a multiple of this
+                 mode='reflect', # `F.pad`'s mode ('reflect' falls back to 'replicate' on inputs too small for it)
+                ):
         super().__init__()
         self.model, self.multiple, self.mode = model, multiple, mode
 
@@ -197,7 +222,13 @@ def _options(name):
             - {'encoder_name', 'classes', 'in_channels', 'activation', 'aux_params'}  # keep: logits only
     return set(inspect.signature(_BUILDERS[name]).parameters) - {'num_classes', 'in_channels'}
 
-def build_model(name, num_classes, in_channels=3, seed=None, pad_mode='reflect', **options):
+def build_model(name, # one of `MODEL_NAMES`
+                num_classes, # output channels, >= 2
+                in_channels=3, # input image channels
+                seed=None, # seeds the weights' initialisation (None: torch's current random state)
+                pad_mode='reflect', # `PadToMultiple`'s padding mode
+                **options, # the model's own options (e.g. `width`, `encoder`)
+               ):
     "Model `name` (one of `MODEL_NAMES`) returning logits [B, num_classes, H, W] for any H, W."
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
