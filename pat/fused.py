@@ -13,7 +13,12 @@ from torch.autograd.function import once_differentiable
 __all__ = ['pixel_weights', 'pixel_terms', 'set_fused_compile', 'PATFusedFunction', 'pat_loss_fused']
 
 # %% ../nbs/05_fused.ipynb #8b1168d3
-def pixel_weights(label: torch.Tensor, valid: torch.Tensor, num_classes: int, normalize: str, dtype) -> torch.Tensor:
+def pixel_weights(label: torch.Tensor, # integer labels [B,H,W]
+                  valid: torch.Tensor, # bool mask of the pixels not ignored
+                  num_classes: int, # the number of classes C
+                  normalize: str, # 'mask' or 'none'
+                  dtype, # the weights' dtype
+                 ) -> torch.Tensor:
     "$w$ per pixel: $1/(B\\,S_i[y])$ (`normalize='mask'`) or $1/\\max(1, N_{valid})$ (`'none'`), 0 where ignored."
     from pat.losses import bin_counts                   # here: pat.fused does not import pat.losses when imported
     if normalize == "none": return valid.to(dtype).div_(valid.sum().clamp_min(1))
@@ -26,7 +31,13 @@ def pixel_weights(label: torch.Tensor, valid: torch.Tensor, num_classes: int, no
     return table.take(bins)                                                   # (faster than table[bins] on CPU)
 
 # %% ../nbs/05_fused.ipynb #c06e0792
-def pixel_terms(ce: torch.Tensor, w: torch.Tensor, T: float, eps: float, sign: float, detach_weight: bool):
+def pixel_terms(ce: torch.Tensor, # per-pixel CE, -log p_y
+                w: torch.Tensor, # per-pixel weights (`pixel_weights`)
+                T: float, # the temperature, > 0
+                eps: float, # the offset subtracted from 1-p
+                sign: float, # 1.0 for curve 'eq4.44', -1.0 for 'table5.1'
+                detach_weight: bool, # no gradient through the pixel weight
+               ):
     "Loss $\\sum w\\beta\\,ce$ and gradient factor $k$ per pixel from $ce = -\\log p_y$ and weights $w$ (0 where ignored)."
     p = torch.neg(ce).exp_()
     wbeta = torch.mul(p, -sign / T).add_(sign * (1.0 - eps) / T).exp_().mul_(w)   # w * beta
@@ -84,8 +95,14 @@ class PATFusedFunction(torch.autograd.Function):
         return grad.to(logits.dtype), None, None, None, None, None, None, None
 
 # %% ../nbs/05_fused.ipynb #c0e50897
-def pat_loss_fused(logits: torch.Tensor, target: torch.Tensor, T: float = 20.0, eps: float = 0.0,
-                   normalize: str = "mask", curve: str = "eq4.44", detach_weight: bool = False,
-                   ignore_index: int = 255) -> torch.Tensor:
+def pat_loss_fused(logits: torch.Tensor, # float scores [B,C,H,W]
+                   target: torch.Tensor, # integer labels [B,H,W]
+                   T: float = 20.0, # the temperature, > 0
+                   eps: float = 0.0, # the offset subtracted from 1-p
+                   normalize: str = "mask", # 'mask': divide by the class's mask size in the image; 'none': don't
+                   curve: str = "eq4.44", # 'eq4.44' or 'table5.1' (see `pat_weight`)
+                   detach_weight: bool = False, # no gradient through the pixel weight
+                   ignore_index: int = 255, # the label of pixels left out
+                  ) -> torch.Tensor:
     "PAT (Eq. 4.43-4.44), same value and gradient as `pat_loss_reference`, with a fused analytic backward."
     return PATFusedFunction.apply(logits, target, T, eps, normalize, curve, detach_weight, ignore_index)
