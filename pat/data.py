@@ -23,7 +23,10 @@ __all__ = ['PREPARERS', 'prepare', 'SegDataset', 'EpochSampler', 'collate', 'mak
 PREPARERS = {'synthetic': prepare_synthetic, 'camvid': prepare_camvid, 'oxford_pet': prepare_oxford_pet,
              'cityscapes': prepare_cityscapes, 'nyuv2': prepare_nyuv2}
 
-def prepare(name: str, params: dict | str | Path | None = None, out_root='data/prepared') -> Path:
+def prepare(name: str, # the dataset's name (a key of `PREPARERS`)
+            params: dict | str | Path | None = None, # its settings: a dict, a params.yaml path, or None (the defaults)
+            out_root='data/prepared', # the dataset goes to `out_root/<name>`
+           ) -> Path:
     "Prepare dataset `name` with `params` (dict of its section, or a params.yaml path) into `out_root/<name>`."
     p = dataset_params(name, params)
     return PREPARERS[name](p, Path(out_root) / name)
@@ -37,7 +40,11 @@ def _aug_cfg(augment) -> dict:
 
 class SegDataset(torch.utils.data.Dataset):
     "A split of a prepared dataset: `ds[i] -> (image float32 [3,H,W] in [0,1], mask int64 [H,W])`."
-    def __init__(self, root, split: str, augment=False, seed: int = 0):
+    def __init__(self, root, # the prepared dataset's folder
+                 split: str, # the split's name, e.g. 'train'
+                 augment=False, # False, True (random flips), or a dict of `flip`, `scale`, `crop`
+                 seed: int = 0, # seeds the augmentation, with the epoch and the index
+                ):
         self.root, self.split, self.seed = Path(root), split, seed
         self.meta = load_meta(root); self.aug = _aug_cfg(augment)
         if split not in self.meta['splits']: raise DataError(f"{self.root} has no split {split!r}; it has {list(self.meta['splits'])}")
@@ -77,7 +84,10 @@ class SegDataset(torch.utils.data.Dataset):
 
 class EpochSampler(torch.utils.data.Sampler):
     "Yields `(epoch, index)`; the order is a permutation seeded by `(seed, epoch)` when `shuffle`."
-    def __init__(self, n: int, shuffle: bool = False, seed: int = 0): self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+    def __init__(self, n: int, # the number of items
+                 shuffle: bool = False, # a new permutation each epoch; else in order
+                 seed: int = 0, # seeds the permutations, with the epoch
+                ): self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
     def __len__(self): return self.n
     def __iter__(self):
         e = self.epoch; self.epoch += 1
@@ -88,8 +98,15 @@ def collate(batch) -> tuple[torch.Tensor, torch.Tensor]:
     "Stack `(image, mask)` samples with numpy (torch.stack of small tensors is slow with OpenMP on few cores)."
     return (torch.from_numpy(np.stack([b[0].numpy() for b in batch])), torch.from_numpy(np.stack([b[1].numpy() for b in batch])))
 
-def make_loader(root, split: str, batch_size: int, shuffle: bool = False, augment=False, seed: int = 0,
-                num_workers: int = 0, drop_last: bool = False) -> torch.utils.data.DataLoader:
+def make_loader(root, # the prepared dataset's folder
+                split: str, # the split's name, e.g. 'train'
+                batch_size: int, # images per batch
+                shuffle: bool = False, # a new order each epoch
+                augment=False, # False, True (random flips), or a dict of `flip`, `scale`, `crop`
+                seed: int = 0, # seeds the order and the augmentation
+                num_workers: int = 0, # loader processes (0: the main process)
+                drop_last: bool = False, # drop the last, smaller batch
+               ) -> torch.utils.data.DataLoader:
     "A deterministic DataLoader over a prepared split (batches of `(images [B,3,H,W], masks [B,H,W])`)."
     ds = SegDataset(root, split, augment=augment, seed=seed)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), shuffle, seed),
@@ -97,7 +114,10 @@ def make_loader(root, split: str, batch_size: int, shuffle: bool = False, augmen
                                        persistent_workers=num_workers > 0)
 
 # %% ../nbs/02_data.ipynb #b11b8280
-def class_pixel_counts(masks: np.ndarray, num_classes: int, chunk: int = 64) -> tuple[np.ndarray, int]:
+def class_pixel_counts(masks: np.ndarray, # uint8 masks [N,H,W] (may be memory-mapped)
+                       num_classes: int, # the number of classes C
+                       chunk: int = 64, # masks counted at a time
+                      ) -> tuple[np.ndarray, int]:
     "Per-image class pixel counts [N, C] of uint8 masks [N,H,W] and the number of pixels with values >= C (ignored)."
     n = len(masks); out = np.zeros((n, 256), np.int64)
     for s in range(0, n, chunk):
@@ -111,7 +131,9 @@ def tercile_groups(shares) -> dict[str, list[int]]:
     order = np.argsort(-np.asarray(shares), kind='stable')
     return {g: sorted(int(i) for i in part) for g, part in zip(('head', 'mid', 'tail'), np.array_split(order, 3))}
 
-def compute_stats(root, split: str = 'train') -> dict:
+def compute_stats(root, # the prepared dataset's folder
+                  split: str = 'train', # the split to count
+                 ) -> dict:
     "Pixel statistics of a prepared split: counts, shares, head/mid/tail groups, per-image mask sizes."
     meta = load_meta(root); C = meta['num_classes']
     per_image, ignored = class_pixel_counts(_load_npy(Path(root) / f'{split}_masks.npy', 'r'), C)
@@ -142,7 +164,9 @@ def load_stats(path_or_root) -> dict:
     return _read_json(f, f"it is made by the stage stats@{name} (dvc repro stats@{name}, or python -m pat.data stats {name})")
 
 # %% ../nbs/02_data.ipynb #c9c181f7
-def plot_shares(stats: dict, path=None):
+def plot_shares(stats: dict, # `compute_stats`' result
+                path=None, # a file to save the figure to (None: not saved)
+               ):
     "Bar chart of training pixel share per class (log scale), coloured by head/mid/tail group."
     import matplotlib; import matplotlib.pyplot as plt; import seaborn as sns; import pandas as pd
     grp = {c: g for g, cs in stats['groups'].items() for c in cs}
@@ -156,7 +180,11 @@ def plot_shares(stats: dict, path=None):
     if path: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=120); plt.close(fig)
     return fig
 
-def plot_mask_sizes(stats: dict, path=None, n: int = 4, seed: int = 0):
+def plot_mask_sizes(stats: dict, # `compute_stats`' result
+                    path=None, # a file to save the figure to (None: not saved)
+                    n: int = 4, # how many images
+                    seed: int = 0, # seeds the choice of images
+                   ):
     "Fig. 4.1-style panels: mask size (pixels) of each class in `n` training images among those with the most classes."
     import matplotlib.pyplot as plt; import seaborn as sns
     ic = np.array(stats['image_counts']); k = (ic > 0).sum(1)
@@ -173,7 +201,10 @@ def plot_mask_sizes(stats: dict, path=None, n: int = 4, seed: int = 0):
     if path: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=120); plt.close(fig)
     return fig
 
-def write_stats(root, stats_dir='data/stats', figures_dir='results/figures') -> dict:
+def write_stats(root, # the prepared dataset's folder
+                stats_dir='data/stats', # `stats.json` goes to `<stats_dir>/<name>/`
+                figures_dir='results/figures', # the folder of the two figures
+               ) -> dict:
     "Compute the statistics of a prepared dataset, write `<stats_dir>/<name>/stats.json` and the two figures."
     st = compute_stats(root); name = st['name']
     with atomic_write(Path(stats_dir) / name / 'stats.json') as f: json.dump(st, f)
