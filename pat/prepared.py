@@ -82,7 +82,10 @@ def dataset_settings(name: str):
     "The check `check(value, path)` of a `data.<name>` section: the keys of `DEFAULTS[name]`, each typed like its default."
     return keys({k: _setting(d, k) for k, d in DEFAULTS[name].items()})
 
-def check_dataset_params(name: str, p: dict, where: str = 'parameters') -> dict:
+def check_dataset_params(name: str, # the dataset's name
+                         p: dict, # its settings, the section `data.<name>`
+                         where: str = 'parameters', # where they came from, to start the error message (e.g. the params file)
+                        ) -> dict:
     """Check `p` as the section `data.<name>` (an unknown dataset name is an error too); a `ParamsError` starts with
     `where` (e.g. the params file) and names the key path (`data.<name>.<key>`) and, for an unknown key, the
     closest valid name. Returns `p`."""
@@ -90,7 +93,9 @@ def check_dataset_params(name: str, p: dict, where: str = 'parameters') -> dict:
     except ParamsError as e: raise ParamsError(f"{where}: {e}") from None
     return p
 
-def dataset_params(name: str, params: dict | str | Path | None = None) -> dict:
+def dataset_params(name: str, # the dataset's name (a key of `DEFAULTS`)
+                   params: dict | str | Path | None = None, # its settings: a dict, a params file, or None (the defaults)
+                  ) -> dict:
     """Parameters of dataset `name`: `DEFAULTS[name]` updated by `params` (a dict, or a params file, read by
     `read_yaml`, whose `data.<name>` is used), checked by `check_dataset_params`."""
     where = 'parameters'
@@ -102,7 +107,9 @@ def dataset_params(name: str, params: dict | str | Path | None = None) -> dict:
     return {**DEFAULTS[name], **p}
 
 # %% ../nbs/02a_prepared.ipynb #9aecfde6
-def sha256_file(path, chunk: int = 1 << 22) -> str:
+def sha256_file(path, # the file
+                chunk: int = 1 << 22, # bytes read at a time
+               ) -> str:
     "Hex sha256 of a file."
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -111,7 +118,9 @@ def sha256_file(path, chunk: int = 1 << 22) -> str:
 
 LABEL_MODES = ('L', 'P', 'I;16', 'I;16L', 'I;16B', 'I')   # single-channel: 8-bit, palette, 16-bit, 32-bit
 
-def read_image(path, mode: str = 'RGB') -> np.ndarray:
+def read_image(path, # the image file
+               mode: str = 'RGB', # 'RGB' for a photo, 'L' for a label image
+              ) -> np.ndarray:
     """Read an image file: `mode` 'RGB' gives uint8 [H,W,3]; 'L' reads a single-channel label image keeping the stored
     values (uint8 for 'L'/'P', int32 for 16-bit 'I;16*' and 32-bit 'I' masks). A corrupt file raises `DataError` naming it."""
     path = Path(path)
@@ -125,7 +134,10 @@ def read_image(path, mode: str = 'RGB') -> np.ndarray:
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
 
-def resize_pair(img: np.ndarray, mask: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
+def resize_pair(img: np.ndarray, # uint8 image [H,W,3]
+                mask: np.ndarray, # uint8 mask [H,W]
+                size, # [H, W] to resize to
+               ) -> tuple[np.ndarray, np.ndarray]:
     "Resize to `size` = [H, W]: the image bilinear, the mask nearest (no new label values)."
     h, w = size
     if img.shape[:2] == (h, w): return img, mask
@@ -133,7 +145,11 @@ def resize_pair(img: np.ndarray, mask: np.ndarray, size) -> tuple[np.ndarray, np
     mask = np.asarray(Image.fromarray(mask).resize((w, h), Image.NEAREST))
     return img, mask
 
-def map_labels(raw: np.ndarray, lut: np.ndarray, where: str, what: str) -> np.ndarray:
+def map_labels(raw: np.ndarray, # the mask's stored values
+               lut: np.ndarray, # int array of 256: raw value -> label, -1 not allowed
+               where: str, # the mask's file, for the error message
+               what: str, # the mapping's name, for the error message
+              ) -> np.ndarray:
     """Map raw label values through `lut` (int array of 256, -1 = not allowed); a value the table does not map
     (including one beyond it, from a 16-bit mask) raises `DataError` naming the values and `where`."""
     vals = np.unique(raw)
@@ -182,8 +198,13 @@ def _check_pair(img, mask, where):
         raise DataError(f"size mismatch between image and mask {where}: image {img.shape[1]}x{img.shape[0]}, "
                         f"mask {mask.shape[1]}x{mask.shape[0]} (width x height)")
 
-def write_prepared(out: str | Path, meta: dict, splits: dict[str, list], read: Callable, size=None,
-                   progress: bool = True) -> Path:
+def write_prepared(out: str | Path, # the dataset's folder (replaced)
+                   meta: dict, # its meta.json fields (name, classes, num_classes, ...)
+                   splits: dict[str, list], # split name -> list of items
+                   read: Callable, # `read(item)` -> `(image, mask, where)`
+                   size=None, # [H, W] to resize to; None: the first image's size
+                   progress: bool = True, # draw a progress bar
+                  ) -> Path:
     """Write the prepared format to `out` atomically. `splits` maps split -> items, `read(item)` returns
     `(image uint8 [H,W,3], mask uint8 [H,W], where)`; `size` = [H, W] or None for the first image's size."""
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +285,12 @@ def verify_prepared(root) -> bool:
     return True
 
 # %% ../nbs/02a_prepared.ipynb #c9ac5145
-def download(url: str, dest, sha256: str | None = None, md5: str | None = None, progress: bool = True) -> Path:
+def download(url: str, # what to download
+             dest, # the file to write
+             sha256: str | None = None, # the expected sha256 (hex), or None
+             md5: str | None = None, # the expected md5 (hex), or None
+             progress: bool = True, # draw a progress bar
+            ) -> Path:
     "Download `url` to `dest` (skipped when it exists and matches the checksum); a checksum mismatch raises `DataError`."
     dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
     def ok(p):
@@ -292,7 +318,11 @@ def download(url: str, dest, sha256: str | None = None, md5: str | None = None, 
     part.rename(dest)
     return dest
 
-def extract(archive, dest, prefix: str | None = None, strip: str | None = None) -> Path:
+def extract(archive, # a zip or tar file
+            dest, # the folder to unpack into
+            prefix: str | None = None, # unpack only the members starting with this (None: all)
+            strip: str | None = None, # removed from the start of the members' paths
+           ) -> Path:
     "Unpack a zip/tar `archive` into `dest`: only members starting with `prefix` (if given), with `strip` removed from their paths."
     archive, dest = Path(archive), Path(dest); dest.mkdir(parents=True, exist_ok=True)
     def target(name):
