@@ -29,7 +29,10 @@ def synthetic_classes(k: int = 8) -> list[str]:
         names.append(f'{SYN_TEXTURES[t]} {SYN_SHAPES[s]}')
     return ['background'] + names
 
-def power_law_shares(k: int, ratio: float, fg_fraction: float) -> np.ndarray:
+def power_law_shares(k: int, # the number of object classes
+                     ratio: float, # the first class's share over the last's
+                     fg_fraction: float, # the objects' total share of the pixels
+                    ) -> np.ndarray:
     "Target pixel shares: background `1 - fg_fraction`, then `k` object classes with share ∝ rank^-alpha, first/last = `ratio`."
     alpha = math.log(ratio) / math.log(k) if k > 1 else 0.0
     w = np.arange(1, k + 1, dtype=float) ** -alpha
@@ -80,7 +83,10 @@ def _radius(rng, h, w, p, scale) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 # %% ../nbs/02b_synthetic.ipynb #305cf036
-def synthetic_split(n: int, p: dict, rng) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_split(n: int, # the number of images
+                    p: dict, # the synthetic dataset's settings
+                    rng, # a numpy random generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
     "Draw `n` images [n,H,W,3] uint8 and masks [n,H,W] uint8 with the power-law class shares of `p`."
     h, w = p['size']; k = p['object_classes']; names = synthetic_classes(k)
     shares = power_law_shares(k, p['head_tail_ratio'], p['fg_fraction'])
@@ -124,7 +130,9 @@ def make_synthetic(p: dict | None = None) -> tuple[dict, dict]:
                 target_shares=power_law_shares(k, p['head_tail_ratio'], p['fg_fraction']).tolist())
     return meta, data
 
-def prepare_synthetic(p: dict, out) -> Path:
+def prepare_synthetic(p: dict, # the synthetic dataset's settings
+                      out, # the prepared dataset's folder
+                     ) -> Path:
     "Generate and write the synthetic dataset to `out`."
     meta, data = make_synthetic(p)
     items = {s: [(im, m, f'synthetic/{s}/{i}') for i, (im, m) in enumerate(zip(*data[s]))] for s in data}
