@@ -32,7 +32,9 @@ def apply_umask(path) -> Path:
     return path
 
 @contextmanager
-def atomic_write(path, mode: str = "w"):
+def atomic_write(path, # the file to write
+                 mode: str = "w", # `open`'s mode: 'w' or 'wb'
+                ):
     "Open a temporary file beside `path` for writing; rename it to `path` only if the block succeeds."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -45,7 +47,9 @@ def atomic_write(path, mode: str = "w"):
         raise
 
 # %% ../nbs/08_files.ipynb #dc1df1b3
-def source_hash(names, extra: bytes = b"") -> str:
+def source_hash(names, # the modules' file names in the package
+                extra: bytes = b"", # bytes hashed first
+               ) -> str:
     "sha256 (hex) of `extra` and of the source of the package's modules `names` (e.g. 'train.py'): it changes when any of them does."
     h = hashlib.sha256(extra)
     for name in names: h.update((Path(pat.__file__).parent / name).read_bytes())
