@@ -16,7 +16,9 @@ __all__ = ['ParamsError', 'fail', 'got', 'integer', 'number', 'boolean', 'string
 class ParamsError(ValueError):
     "A bad setting: one line naming the file, the key path and what was expected."
 
-def fail(path, msg): raise ParamsError(f"{path}: {msg}" if path else msg)
+def fail(path, # the bad value's key path ('': none)
+         msg, # what is wrong
+        ): raise ParamsError(f"{path}: {msg}" if path else msg)
 def got(v): return f"got {v!r} ({type(v).__name__})"
 
 def integer(lo: int | None = None):
@@ -26,7 +28,10 @@ def integer(lo: int | None = None):
             fail(path, f"expected an integer{'' if lo is None else f' >= {lo}'}, {got(v)}")
     return check
 
-def number(lo: float | None = None, hi: float | None = None, open_lo: bool = False):
+def number(lo: float | None = None, # the smallest value allowed (None: no bound)
+           hi: float | None = None, # the largest value allowed (None: no bound)
+           open_lo: bool = False, # `lo` itself not allowed
+          ):
     "An int or float (not a bool) in [lo, hi] (or (lo, hi] with `open_lo`)."
     lo_txt = "" if lo is None else f" {'>' if open_lo else '>='} {lo:g}"
     def check(v, path):
@@ -35,13 +40,19 @@ def number(lo: float | None = None, hi: float | None = None, open_lo: bool = Fal
         if not ok: fail(path, f"expected a number{lo_txt}{'' if hi is None else f' <= {hi:g}'}, {got(v)}")
     return check
 
-def boolean(v, path):
+def boolean(v, # the value to check
+            path, # its key path, for the error message
+           ):
     if not isinstance(v, bool): fail(path, f"expected true or false, {got(v)}")
 
-def string(v, path):
+def string(v, # the value to check
+           path, # its key path, for the error message
+          ):
     if not isinstance(v, str): fail(path, f"expected a string, {got(v)}")
 
-def anything(v, path): pass
+def anything(v, # the value to check
+             path, # its key path, for the error message
+            ): pass
 
 def choice(*options):
     "One of `options`."
@@ -53,7 +64,9 @@ def optional(check):
     "None, or what `check` accepts."
     return lambda v, path: None if v is None else check(v, path)
 
-def either(*checks, what: str):
+def either(*checks, # the checks to try in turn
+           what: str, # what a valid value is, for the error message
+          ):
     "What any of `checks` accepts."
     def check(v, path):
         for c in checks:
@@ -62,7 +75,10 @@ def either(*checks, what: str):
         fail(path, f"expected {what}, {got(v)}")
     return check
 
-def list_of(item, min_len: int = 0, unique: bool = False):
+def list_of(item, # the check of each item
+            min_len: int = 0, # the fewest items allowed
+            unique: bool = False, # the items must differ
+           ):
     "A list of values that `item` accepts."
     def check(v, path):
         if not isinstance(v, list) or len(v) < min_len: fail(path, f"expected a list of at least {min_len} item(s), {got(v)}")
@@ -74,7 +90,10 @@ def _close(key, valid) -> str:
     near = difflib.get_close_matches(str(key), [str(k) for k in valid], n=1)
     return f"; did you mean {near[0]!r}?" if near else ""
 
-def keys(spec: dict, required=(), other=None):
+def keys(spec: dict, # key -> the check of its value
+         required=(), # the keys that must be there
+         other=None, # the check of any other key's value (None: other keys are errors)
+        ):
     """A mapping whose keys are those of `spec` (checked by their check); any other key is checked by `other`, or
     rejected. Unknown and missing keys are reported before any value is checked: a typo is named first."""
     def check(v, path):
