@@ -16,7 +16,9 @@ def dag_edges(dot: str) -> list[tuple[str, str]]:
     "The (upstream, downstream) stage pairs in the output of `dvc dag --dot`."
     return [m.groups() for line in dot.splitlines() if (m := EDGE.match(line.strip()))]
 
-def pending_stages(changed, edges) -> set[str]:
+def pending_stages(changed, # the stages that changed (`dvc status --json`'s keys)
+                   edges, # `(upstream, downstream)` stage pairs
+                  ) -> set[str]:
     "The stages in `changed` (the keys of `dvc status --json`) and every stage downstream of one of them along `edges`."
     down = {}
     for up, dn in edges: down.setdefault(up, []).append(dn)
@@ -29,7 +31,9 @@ def pending_stages(changed, edges) -> set[str]:
 # %% ../nbs/12_repro.ipynb #006812cc
 STAGE_LINE = re.compile(r"^(?:Running stage '([^']+)'|Stage '([^']+)' (?:is cached|didn't change))")
 
-def number_stages(lines, pending: set[str]):
+def number_stages(lines, # `dvc repro`'s output lines
+                  pending: set[str], # the stages to number (`pending_stages`)
+                 ):
     """`dvc repro`'s output `lines`, with the first line of each stage of `pending` (it runs, is restored from the
     run-cache, or did not change) prefixed `[stage k of n] `, n = the number of pending stages; other lines unchanged."""
     seen = set()
@@ -42,7 +46,9 @@ def number_stages(lines, pending: set[str]):
         yield line
 
 # %% ../nbs/12_repro.ipynb #74382d95
-def dvc_output(args: list[str], dvc: str = "dvc") -> str:
+def dvc_output(args: list[str], # dvc's arguments
+               dvc: str = "dvc", # the dvc command
+              ) -> str:
     "The standard output of `dvc ARGS`; a RuntimeError with dvc's last message when it fails."
     r = subprocess.run([dvc, *args], capture_output=True, text=True)
     if r.returncode:
@@ -54,7 +60,9 @@ def count_pending(dvc: str = "dvc") -> set[str]:
     "The stages a plain `dvc repro` in the current folder will visit (see above), without a dry run."
     return pending_stages(json.loads(dvc_output(["status", "--json"], dvc) or "{}"), dag_edges(dvc_output(["dag", "--dot"], dvc)))
 
-def repro(dvc: str = "dvc", out=None) -> int:
+def repro(dvc: str = "dvc", # the dvc command
+          out=None, # where the output goes (None: stdout)
+         ) -> int:
     "`dvc repro`, each stage numbered `[stage k of n]` on `out` (default stdout); returns dvc's exit status."
     out = out or sys.stdout
     try:
