@@ -24,7 +24,9 @@ def kernel_name() -> str:
 
 KERNEL_NOISE = (b"running over TCP without encryption", b"KeyboardInterrupt caught in kernel")
 
-def drop_noise(chunk: bytes, noise=KERNEL_NOISE) -> bytes:
+def drop_noise(chunk: bytes, # output bytes from the kernel
+               noise=KERNEL_NOISE, # byte strings that mark a line to drop
+              ) -> bytes:
     "`chunk` without its lines that contain one of `noise` (a progress bar's '\\r' updates between newlines pass as they come)."
     return b"".join(line for line in chunk.splitlines(keepends=True) if not any(n in line for n in noise))
 
@@ -47,7 +49,12 @@ def quiet_kernel_warning(noise=KERNEL_NOISE):
 class NotebookFailed(RuntimeError):
     "An executed notebook raised: the message is the one-line cause; the traceback is in the kept `.failed.ipynb`."
 
-def run_notebook(src, dst, parameters: dict | None = None, cwd=".", progress: bool = False):
+def run_notebook(src, # the notebook to run
+                 dst, # where the executed copy goes
+                 parameters: dict | None = None, # papermill's parameters (None: none)
+                 cwd=".", # the folder it runs in
+                 progress: bool = False, # show papermill's progress bar
+                ):
     """Execute notebook `src` with papermill `parameters` in `cwd`; write the executed copy to `dst` atomically.
     On failure the executed copy, with the full traceback, is kept as `<dst stem>.failed.ipynb`. The kernel gets
     `PAT_PROGRESS=stderr`, so training progress bars draw on the terminal (`dvc repro` shows them)."""
@@ -72,7 +79,9 @@ def run_notebook(src, dst, parameters: dict | None = None, cwd=".", progress: bo
 # %% ../nbs/10_runner.ipynb #3ebb69e3
 CHECK_CODE = ("schema.py", "pipeline.py", "prepared.py", "losses.py", "models.py")   # the code a params check runs (data.<name>: pat.prepared)
 
-def check_params_file(path, cache_dir=None) -> bool:
+def check_params_file(path, # the params file
+                      cache_dir=None, # the folder of the stamps (None: ~/.cache/pat/params-checked)
+                     ) -> bool:
     """Check a params file as `pat.pipeline.load_params` does, unless this file with this checking code has passed
     before (a stamp in `cache_dir`, default ~/.cache/pat/params-checked). Returns whether it was checked now."""
     read_yaml(path)                                # a missing file or a YAML error: named at once, before torch loads
