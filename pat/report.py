@@ -278,7 +278,12 @@ def groups_and_diffs(runs: pd.DataFrame, # `load_runs`'s rows
     return out.fillna({c: "(reference)" for c in diffs.columns if c not in (*by, key)})
 
 # %% ../nbs/04_report.ipynb #4e3e163d
-def paired_ratio(runs: pd.DataFrame, metric: str, by: list, ref: str = "ce", key: str = "loss") -> pd.DataFrame:
+def paired_ratio(runs: pd.DataFrame, # one row per seed (`load_runs`)
+                 metric: str, # the column to compare
+                 by: list, # the columns that make a group
+                 ref: str = "ce", # the `key` value everything is divided by
+                 key: str = "loss", # the column compared within a group
+                ) -> pd.DataFrame:
     """Per group of `by` and per `key` value (`ref` included, at 1): the mean over seeds of `metric` divided by
     `ref`'s on the same seed, the standard deviation of that ratio over seeds (nan for one seed) and the number
     of paired seeds (0, with a nan ratio, when the group has no `ref` run)."""
@@ -291,7 +296,9 @@ def paired_ratio(runs: pd.DataFrame, metric: str, by: list, ref: str = "ce", key
                          "ratio": r.mean() if len(r) else math.nan, "sd": r.std(ddof=1) if len(r) > 1 else math.nan, "n": len(r)})
     return pd.DataFrame(rows)
 
-def training_cost(runs: pd.DataFrame, ref: str = "ce") -> pd.DataFrame:
+def training_cost(runs: pd.DataFrame, # one row per seed (`load_runs`)
+                  ref: str = "ce", # the loss the ratios are to
+                 ) -> pd.DataFrame:
     """Per dataset and loss: ms per training step and peak memory (MiB), means over seeds, and both as ratios to
     `ref` on the same seed (`time_ratio`, `memory_ratio`: mean over seeds, `_sd`: their standard deviation)."""
     cost = runs.groupby(["dataset", "loss"], sort=False)[["sec_per_step", "peak_memory_mb"]].mean().reset_index()
