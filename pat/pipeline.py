@@ -97,7 +97,10 @@ RUN_REQUIRED = ("dataset", "model", "loss")
 RUN_SPEC = {"dataset": anything, "model": anything, "loss": anything, "model_options": anything, "loss_params": anything,
             "seeds": list_of(integer(0), 1, unique=True), **TRAIN_SPEC}
 
-def check_run(run: dict, path: str = "run", enabled=None) -> dict:
+def check_run(run: dict, # the run's full settings (`resolve_run`)
+              path: str = "run", # its key path, for the error message
+              enabled=None, # the dataset names allowed (None or empty: all of `DEFAULTS`)
+             ) -> dict:
     "Check one run's full settings (see `resolve_run`); return them with the training defaults filled in."
     keys({**RUN_SPEC, "dataset": choice(*(enabled or DEFAULTS)), "model": choice(*MODEL_NAMES), "loss": choice(*ALL_LOSSES)},
          required=RUN_REQUIRED)(run, path)
@@ -106,7 +109,9 @@ def check_run(run: dict, path: str = "run", enabled=None) -> dict:
     return {"model_options": {}, "loss_params": {}, **TRAIN_DEFAULTS, **run}
 
 # %% ../nbs/07_pipeline.ipynb #797b6e4d
-def resolve_run(params: dict, run: dict) -> dict:
+def resolve_run(params: dict, # the params file's content
+                run: dict, # the run's entry in one of its groups
+               ) -> dict:
     "One run's full settings: its entry laid over the `train`, `models.<model>` and `losses.<loss>` sections of `params`."
     own = {k: v for k, v in run.items() if k in TRAIN_SPEC}
     return {"dataset": run["dataset"], "model": run["model"],
@@ -117,7 +122,9 @@ def resolve_run(params: dict, run: dict) -> dict:
 def _entry(v, path):
     keys(RUN_SPEC, required=(*RUN_REQUIRED, "seeds"))(v, path)
 
-def check_params(params: dict, where: str = "params.yaml") -> dict:
+def check_params(params: dict, # the params file's content
+                 where: str = "params.yaml", # the file's name, to start the error message
+                ) -> dict:
     """Check a params file (what `use_profile` writes, perhaps edited by hand or by `dvc exp run -S`): its sections,
     then every run's full settings; errors start with `where` and name the key that holds the bad value."""
     try:
@@ -158,7 +165,12 @@ def source_stages(datasets) -> dict:
     return {"scanned": [d for d in datasets if d not in GENERATED],
             "sources": {d: "pat/synthetic.py" if d in GENERATED else f"data/sources/{d}.json" for d in datasets}}
 
-def run_entry(dataset: str, model: str, loss: str, seeds, loss_params: dict | None = None) -> dict:
+def run_entry(dataset: str, # the dataset's name
+              model: str, # the model's name
+              loss: str, # the loss's name
+              seeds, # the seeds to train
+              loss_params: dict | None = None, # loss parameters over `losses.<loss>` (None: none)
+             ) -> dict:
     "A run's entry in params.yaml: what it trains, its seeds, and only the loss parameters it sets on top of `losses.<loss>`."
     return {"dataset": dataset, "model": model, "loss": loss, **({"loss_params": loss_params} if loss_params else {}), "seeds": list(seeds)}
 
@@ -192,7 +204,9 @@ def expand_profile(profile: dict) -> dict:
 # %% ../nbs/07_pipeline.ipynb #1c356583
 PROFILES_DIR = Path("profiles")
 
-def deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, # the mapping to update
+               over: dict, # the values laid over it
+              ) -> dict:
     "`base` updated by `over`, key by key into nested dicts."
     out = dict(base)
     for k, v in over.items():
@@ -202,7 +216,9 @@ def deep_merge(base: dict, over: dict) -> dict:
 def profile_names(profiles_dir=PROFILES_DIR) -> list[str]:
     return sorted(p.stem for p in Path(profiles_dir).glob("*.yaml") if p.stem != "base")
 
-def load_profile(name: str, profiles_dir=PROFILES_DIR) -> dict:
+def load_profile(name: str, # the profile's name: `<profiles_dir>/<name>.yaml`
+                 profiles_dir=PROFILES_DIR, # the folder of the profiles
+                ) -> dict:
     """`profiles/base.yaml` merged with `profiles/<name>.yaml`, each file checked on its own (so an error names the file
     that holds it), over the dataset defaults (`pat.prepared.DEFAULTS`), and the merged profile checked again;
     `data.enabled` is the profile's `datasets`."""
@@ -229,7 +245,10 @@ class _ParamsDumper(yaml.SafeDumper):
     "Mappings in block style, lists on one line (`seeds: [0, 1, 2]`): one setting per line, easy to read and diff."
 _ParamsDumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
 
-def use_profile(name: str, params_path="params.yaml", profiles_dir=PROFILES_DIR) -> dict:
+def use_profile(name: str, # the profile's name: `<profiles_dir>/<name>.yaml`
+                params_path="params.yaml", # the params file to write
+                profiles_dir=PROFILES_DIR, # the folder of the profiles
+               ) -> dict:
     "Check profile `name`, expand it and write `params_path` (atomically; nothing is written when a check fails)."
     params = expand_profile(load_profile(name, profiles_dir))
     with atomic_write(params_path) as f:
@@ -238,7 +257,10 @@ def use_profile(name: str, params_path="params.yaml", profiles_dir=PROFILES_DIR)
     return params
 
 # %% ../nbs/07_pipeline.ipynb #f6b19b3b
-def run_settings(params_file, group: str, key: str) -> dict:
+def run_settings(params_file, # the params file
+                 group: str, # the run's group (one of `GROUPS`, e.g. 't61')
+                 key: str, # the run's name in it
+                ) -> dict:
     "The checked settings of run `key` in `group` of a params file, with a clear error when it is not there."
     params = load_params(params_file)
     if key not in (params.get(group) or {}):
