@@ -35,7 +35,11 @@ def set_threads(n: int):
     "Use `n` torch CPU threads (0: leave torch's default)."
     if n and n > 0: torch.set_num_threads(n)
 
-def settings(quick: bool = False, repeats: int | None = None, batch: int = 4, threads: int = 1) -> dict:
+def settings(quick: bool = False, # tiny shapes and few repeats (tests)
+             repeats: int | None = None, # timed repeats (None: 5 quick, 15 full)
+             batch: int = 4, # images per batch at the dataset shapes (quick: 2)
+             threads: int = 1, # torch's CPU threads
+            ) -> dict:
     "Benchmark settings: shapes, repeats, scaling sizes, training-step input, CPU threads, memory isolation."
     if quick:
         return dict(quick=True, batch=2, shapes=QUICK_SHAPES, repeats=repeats or 5, threads=threads, isolate="run",
@@ -46,12 +50,22 @@ def settings(quick: bool = False, repeats: int | None = None, batch: int = 4, th
                 train=dict(C=20, batch=8, H=96, W=128, encoder="resnet18"))
 
 # %% ../nbs/06_bench.ipynb #19a4a6c4
-def power_law_counts(C: int, a: float = 1.5, total: float = 1e8) -> list[float]:
+def power_law_counts(C: int, # the number of classes
+                     a: float = 1.5, # the power law's exponent
+                     total: float = 1e8, # about the counts' sum
+                    ) -> list[float]:
     "Pixel counts per class falling as $(c+1)^{-a}$, summing to about `total`."
     w = np.arange(1, C + 1, dtype=np.float64) ** -a
     return [float(round(v)) for v in total * w / w.sum()]
 
-def synthetic_batch(B: int, C: int, H: int, W: int, seed: int = 0, device="cpu", ignore_frac: float = 0.05):
+def synthetic_batch(B: int, # batch size
+                    C: int, # classes
+                    H: int, # height
+                    W: int, # width
+                    seed: int = 0, # seeds the logits and the target
+                    device="cpu", # where the tensors go
+                    ignore_frac: float = 0.05, # the expected share of ignored pixels
+                   ):
     "Logits `[B,C,H,W]` (requires grad) and a long-tailed target `[B,H,W]` with some pixels ignored."
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, C, H, W, generator=g)
@@ -61,7 +75,10 @@ def synthetic_batch(B: int, C: int, H: int, W: int, seed: int = 0, device="cpu",
     return x.to(device).requires_grad_(), y.to(device)
 
 # %% ../nbs/06_bench.ipynb #d6269d18
-def make_loss(name: str, C: int, device="cpu"):
+def make_loss(name: str, # a benchmark loss name (`LOSS_NAMES`)
+              C: int, # the number of classes
+              device="cpu", # where the loss module goes
+             ):
     "A callable `(logits, target) -> scalar` for a benchmark loss name (modules moved to `device`)."
     from pat import losses
     if name == BASELINE: return lambda x, y: F.cross_entropy(x, y, ignore_index=IGNORE_INDEX)
@@ -73,7 +90,10 @@ def make_loss(name: str, C: int, device="cpu"):
     if name in losses.COUNT_LOSSES: params["counts"] = power_law_counts(C)
     return losses.get_loss(name, **params).to(device)
 
-def run_once(fn, x, y):
+def run_once(fn, # `fn(x, y)`: the loss
+             x, # logits that require grad
+             y, # the target
+            ):
     "One forward and backward of a loss; the gradient is dropped afterwards (so that it is not resident before the next call)."
     x.grad = None
     fn(x, y).backward()
@@ -83,7 +103,12 @@ def run_once(fn, x, y):
 def _sync(device):
     if torch.device(device).type == "cuda": torch.cuda.synchronize()
 
-def time_interleaved(fns: dict, inputs: dict, repeats: int, device="cpu", warmup: int = 1) -> pd.DataFrame:
+def time_interleaved(fns: dict, # name -> the function to time
+                     inputs: dict, # name -> its arguments
+                     repeats: int, # timed calls of each
+                     device="cpu", # the device, synchronised around each call
+                     warmup: int = 1, # untimed calls of each first
+                    ) -> pd.DataFrame:
     "Seconds per call of `fns[name](*inputs[name])`, names run in a rotating order each repeat."
     names = list(fns)
     for _ in range(warmup):
@@ -97,7 +122,9 @@ def time_interleaved(fns: dict, inputs: dict, repeats: int, device="cpu", warmup
             _sync(device); rows.append(dict(repeat=r, name=n, seconds=time.perf_counter() - t0))
     return pd.DataFrame(rows)
 
-def summarize(raw: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+def summarize(raw: pd.DataFrame, # `time_interleaved`'s rows
+              baseline: str = BASELINE, # the name the ratios are to
+             ) -> pd.DataFrame:
     "Median/min/max ms per name, and median/min/max of the per-repeat time ratio to `baseline`."
     base = raw[raw.name == baseline].set_index("repeat").seconds
     raw = raw.assign(ratio=raw.seconds / raw.repeat.map(base), ms=raw.seconds * 1e3)
@@ -160,12 +187,19 @@ def memory_in_subprocess(spec: dict) -> list[dict]:
     return [json.loads(l) for l in res.stdout.splitlines() if l.startswith("{")]
 
 # %% ../nbs/06_bench.ipynb #d7eab889
-def make_model(C: int, encoder: str = "resnet18"):
+def make_model(C: int, # the number of classes
+               encoder: str = "resnet18", # smp's encoder name
+              ):
     "The pipeline's U-Net (`pat.models.build_model`) with a randomly initialized encoder."
     from pat.models import build_model
     return build_model("unet", C, encoder=encoder)
 
-def make_train_step(name: str, cfg: dict, device="cpu", model=None, opt=None):
+def make_train_step(name: str, # a benchmark loss name
+                    cfg: dict, # the training step's shapes (`C`, `batch`, `H`, `W`, `encoder`)
+                    device="cpu", # where it runs
+                    model=None, # a model to reuse (None: a new one)
+                    opt=None, # its optimizer (None: a new Adam)
+                   ):
     "A closure running one training step with loss `name`; returns it and the model."
     torch.manual_seed(0)
     model = model or make_model(cfg["C"], cfg.get("encoder", "resnet18")).to(device)
@@ -180,11 +214,18 @@ def make_train_step(name: str, cfg: dict, device="cpu", model=None, opt=None):
     return step, (model, opt)
 
 # %% ../nbs/06_bench.ipynb #09c26e20
-def min_bytes(B: int, C: int, H: int, W: int) -> int:
+def min_bytes(B: int, # batch size
+              C: int, # classes
+              H: int, # height
+              W: int, # width
+             ) -> int:
     "The least memory traffic of a loss's forward+backward: float32 logits read twice and their gradient written once, int64 targets read once."
     return 3 * 4 * B * C * H * W + 8 * B * H * W
 
-def copy_bandwidth(device, nbytes: int = 2**30, repeats: int = 5) -> float:
+def copy_bandwidth(device, # the device
+                   nbytes: int = 2**30, # the bytes copied
+                   repeats: int = 5, # copies timed
+                  ) -> float:
     "Bytes per second of a device-to-device copy (read and write counted), best of `repeats`: the bandwidth a loss can reach."
     x = torch.empty(nbytes // 4, device=device); y = torch.empty_like(x)
     best = float("inf")
@@ -192,7 +233,10 @@ def copy_bandwidth(device, nbytes: int = 2**30, repeats: int = 5) -> float:
         _sync(device); t0 = time.perf_counter(); y.copy_(x); _sync(device); best = min(best, time.perf_counter() - t0)
     return 2 * nbytes / best
 
-def bench_losses(cfg: dict, device="cpu", names=LOSS_NAMES) -> tuple[pd.DataFrame, pd.DataFrame]:
+def bench_losses(cfg: dict, # benchmark settings (`settings`)
+                 device="cpu", # the device to measure on
+                 names=LOSS_NAMES, # the losses to measure
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Forward+backward time of every loss at every dataset shape: (summary, raw)."
     sums, raws = [], []
     for dataset, (C, H, W) in cfg["shapes"].items():
@@ -205,7 +249,10 @@ def bench_losses(cfg: dict, device="cpu", names=LOSS_NAMES) -> tuple[pd.DataFram
         del x, y, fns; gc.collect()
     return pd.concat(sums, ignore_index=True), pd.concat(raws, ignore_index=True)
 
-def bench_scaling(cfg: dict, device="cpu", names=LOSS_NAMES) -> pd.DataFrame:
+def bench_scaling(cfg: dict, # benchmark settings (`settings`)
+                  device="cpu", # the device to measure on
+                  names=LOSS_NAMES, # the losses to measure
+                 ) -> pd.DataFrame:
     "Time of every loss at four batch sizes, i.e. four values of B*C*H*W."
     sc, rows = cfg["scaling"], []
     for B in sc["batches"]:
@@ -222,7 +269,10 @@ def scaling_slopes(scaling: pd.DataFrame) -> pd.DataFrame:
     return (scaling.groupby(["device", "name"], sort=False).apply(slope, include_groups=False)
             .rename("loglog_slope").reset_index())
 
-def bench_train(cfg: dict, device="cpu", names=LOSS_NAMES) -> tuple[pd.DataFrame, pd.DataFrame]:
+def bench_train(cfg: dict, # benchmark settings (`settings`)
+                device="cpu", # the device to measure on
+                names=LOSS_NAMES, # the losses to measure
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Time of one training step with each loss, one shared model, interleaved: (summary, raw)."
     tcfg = cfg["train"]
     model_opt, fns = None, {}
@@ -233,7 +283,10 @@ def bench_train(cfg: dict, device="cpu", names=LOSS_NAMES) -> tuple[pd.DataFrame
     shape = f"[{tcfg['batch']},3,{tcfg['H']},{tcfg['W']}]->C={tcfg['C']}"
     return summarize(raw).assign(dataset="train", shape=shape, device=str(device)), raw.assign(device=str(device))
 
-def bench_memory(cfg: dict, device="cpu", names=LOSS_NAMES) -> pd.DataFrame:
+def bench_memory(cfg: dict, # benchmark settings (`settings`)
+                 device="cpu", # the device to measure on
+                 names=LOSS_NAMES, # the losses to measure
+                ) -> pd.DataFrame:
     "Peak memory per loss (dataset shapes and training step): one fresh subprocess per loss on CPU."
     shapes = {d: (cfg["batch"], *s) for d, s in cfg["shapes"].items()}
     if torch.device(device).type == "cuda":
@@ -253,21 +306,32 @@ def to_markdown(df: pd.DataFrame) -> str:
     "The benchmark's tables: `pat.report.markdown_table` with 3 significant digits."
     return markdown_table(df, floatfmt=".3g")
 
-def join_memory(times: pd.DataFrame, mem: pd.DataFrame, kind: str) -> pd.DataFrame:
+def join_memory(times: pd.DataFrame, # a time summary, one row per `name`
+                mem: pd.DataFrame, # `bench_memory`'s rows
+                kind: str, # 'loss' or 'train'
+               ) -> pd.DataFrame:
     "Time summary with the peak memory columns of the same (device, dataset, loss)."
     m = mem[mem.kind == kind][["device", "dataset", "name", "peak_mb", "mem_ratio", "memory_method"]]
     return times.merge(m, on=["device", "dataset", "name"], how="left").rename(columns={"name": "loss"})
 
 # %% ../nbs/06_bench.ipynb #299879b9
-def figure_names(names, device: str) -> dict:
+def figure_names(names, # the measured losses' names
+                 device: str, # the device they ran on
+                ) -> dict:
     "The losses a figure shows, one per distinct computation, with their labels: `pat` is what `PATLoss` runs on the device."
     cuda = str(device).startswith("cuda")
     special = {BASELINE: "F.cross_entropy", "pat": "pat" if cuda else "pat (fused)", "pat_reference": "pat (autograd)"}
     if cuda: special["pat_fused"] = "pat (fused torch)"          # on CPU PATLoss runs the fused code: one bar for both
     return {n: special.get(n, n) for n in names if n != "pat_fused" or cuda}
 
-def plot_fig6_3(raw: pd.DataFrame, table: pd.DataFrame, train_raw: pd.DataFrame, train: pd.DataFrame,
-                scaling: pd.DataFrame, path=None, title: str = ""):
+def plot_fig6_3(raw: pd.DataFrame, # `bench_losses`' raw times
+                table: pd.DataFrame, # the losses' summary with memory (`join_memory`)
+                train_raw: pd.DataFrame, # `bench_train`'s raw times
+                train: pd.DataFrame, # the training step's summary with memory
+                scaling: pd.DataFrame, # `bench_scaling`'s table
+                path=None, # a PNG to save the figure to (None: not saved)
+                title: str = "", # the figure's title
+               ):
     "Fig. 6.3 measured on one device: each loss's time and peak memory against CE, its training-step time, its scaling; saved to `path` when given."
     import matplotlib; matplotlib.use("Agg") if path else None
     import matplotlib.pyplot as plt, seaborn as sns
@@ -305,7 +369,11 @@ def _env(cfg, devices) -> dict:
                 devices=devices, settings={k: v for k, v in cfg.items()},
                 loadavg_before=os.getloadavg() if hasattr(os, "getloadavg") else None)
 
-def target_check(table: pd.DataFrame, dataset: str = "CityScapes", limit: float = 1.25, pat_cuda_limit: float = 1.0) -> str:
+def target_check(table: pd.DataFrame, # the losses' summary (table 5.2)
+                 dataset: str = "CityScapes", # the dataset shape to check
+                 limit: float = 1.25, # the largest time and memory ratio to CE allowed
+                 pat_cuda_limit: float = 1.0, # the largest time ratio for `pat` on CUDA
+                ) -> str:
     """Markdown lines on issue 14's targets at `dataset`: every loss within `limit`x F.cross_entropy's time and peak
     memory, and on CUDA PAT (`PATLoss`, the kernels) within `pat_cuda_limit`x its time."""
     lines = []
@@ -335,8 +403,16 @@ TABLE_COLUMNS = ["device", "dataset", "shape", "loss", "time_ms_median", "time_m
                  "time_ratio_median", "time_ratio_min", "time_ratio_max", "peak_mb", "mem_ratio", "gb_per_s", "bandwidth_frac",
                  "repeats", "memory_method"]
 
-def run_bench(out="results/bench", fig="results/figures/fig6_3.png", quick=False, repeats=None,
-              batch=4, devices=None, threads: int = 1, names=LOSS_NAMES, log=print) -> dict:
+def run_bench(out="results/bench", # the folder of the tables
+              fig="results/figures/fig6_3.png", # the figure's file (other devices: `<stem>_<device>.png` beside it)
+              quick=False, # tiny shapes and few repeats (tests)
+              repeats=None, # timed repeats (None: 5 quick, 15 full)
+              batch=4, # images per batch at the dataset shapes (quick: 2)
+              devices=None, # devices to measure (None: cpu, and cuda if there)
+              threads: int = 1, # torch's CPU threads
+              names=LOSS_NAMES, # the losses to measure
+              log=print, # called with each progress line
+             ) -> dict:
     "Measure everything, write the tables and figure; returns the tables."
     cfg = settings(quick, repeats, batch, threads)
     set_threads(threads)
