@@ -183,7 +183,12 @@ class TrainBatches:
     """The training batches of a run, on `device`. On a GPU the split's uint8 arrays are copied there once
     (CamVid's 367 training images at 360x480: 250 MB) and each batch is cut, scaled to [0, 1] and flipped there,
     arriving in channels-last layout with no work for the CPU; on the CPU images are read from the memory map."""
-    def __init__(self, root, cfg: dict, seed: int, device: torch.device, resident: bool | None = None):
+    def __init__(self, root, # the prepared dataset's folder
+                 cfg: dict, # the run's settings (`batch_size`, `flip`)
+                 seed: int, # the seed: batch order and flips
+                 device: torch.device, # where the batches go
+                 resident: bool | None = None, # copy the split to the device once; None: on a GPU only
+                ):
         self.ds, self.cfg, self.seed, self.device = SegDataset(root, "train"), cfg, seed, device
         self.resident = device.type == "cuda" if resident is None else resident
         if self.resident:
@@ -221,13 +226,17 @@ def torch_threads(n: int):
     finally: torch.set_num_threads(before)
 
 # %% ../nbs/03_train.ipynb #07c0f78b
-def save_checkpoint(path, **state):
+def save_checkpoint(path, # the checkpoint file
+                    **state, # what to save, by name
+                   ):
     "torch.save to a temporary file, then rename: a kill never leaves a broken checkpoint."
     path = Path(path); tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp); os.replace(tmp, path)
 
 # %% ../nbs/03_train.ipynb #15c3d8b6
-def load_checkpoint(path, device) -> dict:
+def load_checkpoint(path, # the checkpoint file
+                    device, # `torch.load`'s `map_location`
+                   ) -> dict:
     "A checkpoint written by `save_checkpoint`; an unreadable one names its path."
     try: return torch.load(path, map_location=device, weights_only=False)
     except Exception as e: raise RuntimeError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to start the run over") from None
@@ -307,7 +316,10 @@ def colorize(mask: np.ndarray, # [H, W] classes, uint8
     return palette[mask]
 
 # %% ../nbs/03_train.ipynb #7f3a418c
-def class_legend(fig, meta: dict, rows: int = 1):
+def class_legend(fig, # the matplotlib figure
+                 meta: dict, # the dataset's meta (`classes`, `colors`, `ignore_index`)
+                 rows: int = 1, # rows of legend entries
+                ):
     "A legend of the class colours along the bottom of `fig` (ignored pixels: black), with room made for it."
     from matplotlib.patches import Patch
     handles = [Patch(color=np.asarray(c) / 255, label=n) for n, c in zip(meta["classes"], meta["colors"])]
@@ -339,7 +351,9 @@ def save_prediction_figure(path, # the PNG written
     plt.close(fig)
 
 # %% ../nbs/03_train.ipynb #319a4a02
-def finished_metrics(out_dir, key: str) -> dict | None:
+def finished_metrics(out_dir, # the seed's output folder
+                     key: str, # the run key its metrics.json must have
+                    ) -> dict | None:
     "The metrics of a finished seed in `out_dir` if its run key is `key`, else None."
     path = Path(out_dir) / "metrics.json"
     if not path.exists(): return None
@@ -348,7 +362,9 @@ def finished_metrics(out_dir, key: str) -> dict | None:
     return m if m.get("run_key") == key else None
 
 # %% ../nbs/03_train.ipynb #3da78212
-def truncate_logs(live_dir, step: int):
+def truncate_logs(live_dir, # dvclive's folder
+                  step: int, # the last step to keep
+                 ):
     "Drop the rows after `step` from dvclive's .tsv logs: a resumed run logs those steps again."
     for tsv in Path(live_dir).glob("plots/metrics/**/*.tsv"):
         head, *rows = tsv.read_text().splitlines(keepends=True)
@@ -603,7 +619,10 @@ def train_seeds(cfg: Mapping, # the run's settings (checked here once)
     return results
 
 # %% ../nbs/03_train.ipynb #5b57980f
-def share(items: list, k: int, n: int) -> list:
+def share(items: list, # what to share out
+          k: int, # which share, 1..n
+          n: int, # the number of shares
+         ) -> list:
     "The k-th (1..n) of n disjoint shares of `items`: every n-th item from the k-th."
     if not 1 <= k <= n: raise ValueError(f"share {k}/{n}: expected 1 <= k <= n")
     return items[k - 1::n]
@@ -646,7 +665,9 @@ def pending_jobs(params: dict, # a resolved params file (`load_params`)
     return jobs
 
 # %% ../nbs/03_train.ipynb #30f01ee2
-def default_per_device(device: torch.device, gpu_gb: float = 6.0) -> int:
+def default_per_device(device: torch.device, # the device
+                       gpu_gb: float = 6.0, # GiB of GPU memory a run needs
+                      ) -> int:
     "Concurrent runs per device: as many as fit in a GPU's free memory at `gpu_gb` each (1-32), or two per core on CPU."
     if device.type != "cuda": return max(1, 2 * _cpus())
     free, _ = torch.cuda.mem_get_info(device.index or 0)
