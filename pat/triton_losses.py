@@ -27,7 +27,9 @@ def _interpreting() -> bool: return os.environ.get("TRITON_INTERPRET", "0") == "
 
 _KERNELS = {"enabled": os.environ.get("PAT_KERNELS", "1") != "0", "cpu": False}
 
-def set_kernels(enabled: bool = True, cpu: bool = False):
+def set_kernels(enabled: bool = True, # use the kernels on CUDA
+                cpu: bool = False, # also on CPU tensors under `TRITON_INTERPRET=1` (tests)
+               ):
     "Let the loss modules use the kernels on CUDA (`enabled`), and on CPU tensors under `TRITON_INTERPRET=1` (`cpu`, for tests)."
     _KERNELS.update(enabled=bool(enabled), cpu=bool(cpu))
 
@@ -263,7 +265,10 @@ class LossSpec:
                           NOISE=self.noise is not None)
 
 # %% ../nbs/11_triton.ipynb #712809ed
-def philox_draw(generator: torch.Generator | None, device: torch.device, n: int) -> tuple[int, int]:
+def philox_draw(generator: torch.Generator | None, # the generator to draw from (None: `device`'s default)
+                device: torch.device, # the device of the default generator
+                n: int, # how many random numbers the draw covers
+               ) -> tuple[int, int]:
     "A Philox (seed, offset) for `n` numbers from `generator` (default: `device`'s default generator), which moves past them."
     g = generator
     if g is None:
@@ -363,14 +368,23 @@ class SoftmaxLossFunction(torch.autograd.Function):
         return gx.view(ctx.shape), None, None
 
 # %% ../nbs/11_triton.ipynb #4dd4224d
-def softmax_loss_triton(logits: torch.Tensor, target: torch.Tensor, spec: LossSpec) -> torch.Tensor:
+def softmax_loss_triton(logits: torch.Tensor, # float scores [B,C,*]
+                        target: torch.Tensor, # integer labels [B,*]
+                        spec: LossSpec, # the loss (`LossSpec`)
+                       ) -> torch.Tensor:
     "The loss `spec` describes, on `logits` [B, C, *] and integer `target` [B, *], with the Triton kernels (float32 scalar)."
     if not triton_available(): raise RuntimeError("softmax_loss_triton needs triton and CUDA (or TRITON_INTERPRET=1); the loss modules fall back to torch by themselves")
     return SoftmaxLossFunction.apply(logits, target, spec)
 
-def pat_loss_triton(logits: torch.Tensor, target: torch.Tensor, T: float = 20.0, eps: float = 0.0,
-                    normalize: str = "mask", curve: str = "eq4.44", detach_weight: bool = False,
-                    ignore_index: int = 255) -> torch.Tensor:
+def pat_loss_triton(logits: torch.Tensor, # float scores [B,C,H,W]
+                    target: torch.Tensor, # integer labels [B,H,W]
+                    T: float = 20.0, # the temperature, > 0
+                    eps: float = 0.0, # the offset subtracted from 1-p
+                    normalize: str = "mask", # 'mask': divide by the class's mask size in the image; 'none': don't
+                    curve: str = "eq4.44", # 'eq4.44' or 'table5.1' (see `pat_weight`)
+                    detach_weight: bool = False, # no gradient through the pixel weight
+                    ignore_index: int = 255, # the label of pixels left out
+                   ) -> torch.Tensor:
     "PAT (Eq. 4.43-4.44) with the kernels, in the logits' dtype: the value and gradient of `pat_loss_fused`, which it falls back to where Triton cannot run."
     runnable = triton_available() and (logits.is_cuda or (_interpreting() and logits.device.type == "cpu"))
     if not runnable or logits.dim() < 2 or target.numel() == 0 or logits.shape[1] == 0:
@@ -389,7 +403,12 @@ if HAS_TRITON:
                                                            seed, nz_base, sigma, scale, HAS_OFF, HAS_MAR, NOISE, BLOCK_P, BLOCK_C)
         tl.store(u_ptr + (b * C + cls[None, :]) * HW + pix[:, None], u, mask=pmask[:, None] & cmask[None, :])
 
-def adjusted_logits_triton(logits: torch.Tensor, target: torch.Tensor, spec: LossSpec, seed: int = 0, offset: int = 0) -> torch.Tensor:
+def adjusted_logits_triton(logits: torch.Tensor, # float scores [B,C,*]
+                           target: torch.Tensor, # integer labels [B,*]
+                           spec: LossSpec, # the loss (`LossSpec`)
+                           seed: int = 0, # the Philox seed of BLV's noise (`philox_draw`)
+                           offset: int = 0, # the Philox offset of BLV's noise
+                          ) -> torch.Tensor:
     "$u$ (float32, the logits' shape, contiguous) for `spec` and the Philox draw (`seed`, `offset`)."
     B, C = logits.shape[:2]
     x = logits.detach().reshape(B, C, -1)
