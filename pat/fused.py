@@ -95,14 +95,7 @@ class PATFusedFunction(torch.autograd.Function):
         return grad.to(logits.dtype), None, None, None, None, None, None, None
 
 # %% ../nbs/05_fused.ipynb #c0e50897
-def pat_loss_fused(logits: torch.Tensor, # float scores [B,C,H,W]
-                   target: torch.Tensor, # integer labels [B,H,W]
-                   T: float = 20.0, # the temperature, > 0
-                   eps: float = 0.0, # the offset subtracted from 1-p
-                   normalize: str = "mask", # 'mask': divide by the class's mask size in the image; 'none': don't
-                   curve: str = "eq4.44", # 'eq4.44' or 'table5.1' (see `pat_weight`)
-                   detach_weight: bool = False, # no gradient through the pixel weight
-                   ignore_index: int = 255, # the label of pixels left out
-                  ) -> torch.Tensor:
-    "PAT (Eq. 4.43-4.44), same value and gradient as `pat_loss_reference`, with a fused analytic backward."
+def pat_loss_fused(logits: torch.Tensor, target: torch.Tensor, T: float = 20.0, eps: float = 0.0,
+                   normalize: str = "mask", curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255) -> torch.Tensor:
+    "PAT (Eq. 4.43-4.44), same value, gradient and parameters as `pat_loss_reference`, with a fused analytic backward."
     return PATFusedFunction.apply(logits, target, T, eps, normalize, curve, detach_weight, ignore_index)

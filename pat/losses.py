@@ -403,17 +403,11 @@ def check_pat_options(T, # the temperature, > 0
     check_choice("PAT", "normalize", normalize, PAT_NORMALIZE)
     check_choice("PAT", "curve", curve, PAT_CURVES)
 
-def pat_pixel_terms(logits, # float scores [B,C,H,W]
-                    target, # integer labels [B,H,W]
-                    T: float = 20.0, # the temperature, > 0
-                    eps: float = 0.0, # the offset subtracted from 1-p
-                    normalize: str = "mask", # 'mask': divide by the class's mask size in the image; 'none': don't
-                    curve: str = "eq4.44", # 'eq4.44' or 'table5.1' (see `pat_weight`)
-                    detach_weight: bool = False, # no gradient through the pixel weight
-                    ignore_index: int = 255, # the label of pixels left out
-                   ):
+def pat_pixel_terms(logits, target, T: float = 20.0, eps: float = 0.0, normalize: str = "mask", curve: str = "eq4.44",
+                    detach_weight: bool = False, ignore_index: int = 255):
     """PAT's per-pixel terms $\\beta_{ij} (-\\log p_{ij}[y]) / S_i^y$ (without the mask size when `normalize='none'`),
-    0 at ignored pixels, and the divisor of their sum that makes the loss: $B$, or the number of valid pixels."""
+    0 at ignored pixels, and the divisor of their sum that makes the loss: $B$, or the number of valid pixels.
+    Parameters as in `pat_loss_reference`."""
     check_pat_options(T, eps, normalize, curve)
     target = target.long()
     ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # -log p_y, 0 where ignored

@@ -376,16 +376,9 @@ def softmax_loss_triton(logits: torch.Tensor, # float scores [B,C,*]
     if not triton_available(): raise RuntimeError("softmax_loss_triton needs triton and CUDA (or TRITON_INTERPRET=1); the loss modules fall back to torch by themselves")
     return SoftmaxLossFunction.apply(logits, target, spec)
 
-def pat_loss_triton(logits: torch.Tensor, # float scores [B,C,H,W]
-                    target: torch.Tensor, # integer labels [B,H,W]
-                    T: float = 20.0, # the temperature, > 0
-                    eps: float = 0.0, # the offset subtracted from 1-p
-                    normalize: str = "mask", # 'mask': divide by the class's mask size in the image; 'none': don't
-                    curve: str = "eq4.44", # 'eq4.44' or 'table5.1' (see `pat_weight`)
-                    detach_weight: bool = False, # no gradient through the pixel weight
-                    ignore_index: int = 255, # the label of pixels left out
-                   ) -> torch.Tensor:
-    "PAT (Eq. 4.43-4.44) with the kernels, in the logits' dtype: the value and gradient of `pat_loss_fused`, which it falls back to where Triton cannot run."
+def pat_loss_triton(logits: torch.Tensor, target: torch.Tensor, T: float = 20.0, eps: float = 0.0,
+                    normalize: str = "mask", curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255) -> torch.Tensor:
+    "PAT (Eq. 4.43-4.44) with the kernels, in the logits' dtype: the value and gradient of `pat_loss_fused` (parameters as `pat_loss_reference`), which it falls back to where Triton cannot run."
     runnable = triton_available() and (logits.is_cuda or (_interpreting() and logits.device.type == "cpu"))
     if not runnable or logits.dim() < 2 or target.numel() == 0 or logits.shape[1] == 0:
         return pat_loss_fused(logits, target, T, eps, normalize, curve, detach_weight, ignore_index)
