@@ -5,6 +5,7 @@
 # %% ../nbs/06_bench.ipynb #5985f40c
 from __future__ import annotations
 import argparse, gc, json, math, os, platform, resource, subprocess, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -287,14 +288,15 @@ def bench_memory(cfg: dict, # benchmark settings (`settings`)
                  device="cpu", # the device to measure on
                  names=LOSS_NAMES, # the losses to measure
                 ) -> pd.DataFrame:
-    "Peak memory per loss (dataset shapes and training step): one fresh subprocess per loss on CPU."
+    "Peak memory per loss (dataset shapes and training step): one fresh subprocess per loss on CPU, one per core at a time."
     shapes = {d: (cfg["batch"], *s) for d, s in cfg["shapes"].items()}
     if torch.device(device).type == "cuda":
         rows = memory_worker(dict(losses=list(names), shapes=shapes, train=cfg["train"], device=device))
     else:
         groups = [[n] for n in names] if cfg["isolate"] == "loss" else [list(names)]
-        rows = [r for g in groups for r in memory_in_subprocess(dict(losses=g, shapes=shapes, train=cfg["train"],
-                                                                     threads=cfg["threads"]))]
+        specs = [dict(losses=g, shapes=shapes, train=cfg["train"], threads=cfg["threads"]) for g in groups]
+        with ThreadPoolExecutor(os.cpu_count()) as pool:      # each process's own peak: running side by side changes none
+            rows = [r for rs in pool.map(memory_in_subprocess, specs) for r in rs]
     df = pd.DataFrame(rows)
     base = df[df.name == BASELINE].set_index(["kind", "dataset"]).peak_bytes
     df["peak_mb"] = df.peak_bytes / 2**20
