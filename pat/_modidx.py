@@ -59,6 +59,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                           'pat.data.write_stats': ('data.html#write_stats', 'pat/data.py')},
             'pat.files': { 'pat.files.apply_umask': ('files.html#apply_umask', 'pat/files.py'),
                            'pat.files.atomic_write': ('files.html#atomic_write', 'pat/files.py'),
+                           'pat.files.params_stamp': ('files.html#params_stamp', 'pat/files.py'),
                            'pat.files.project_root': ('files.html#project_root', 'pat/files.py'),
                            'pat.files.source_hash': ('files.html#source_hash', 'pat/files.py'),
                            'pat.files.umask': ('files.html#umask', 'pat/files.py')},

@@ -10,7 +10,7 @@ from pathlib import Path
 import pat
 
 # %% auto #0
-__all__ = ['umask', 'apply_umask', 'atomic_write', 'source_hash', 'project_root']
+__all__ = ['CHECK_CODE', 'umask', 'apply_umask', 'atomic_write', 'source_hash', 'params_stamp', 'project_root']
 
 # %% ../nbs/08_files.ipynb #197f2759
 def umask() -> int:
@@ -54,6 +54,19 @@ def source_hash(names, # the modules' file names in the package
     h = hashlib.sha256(extra)
     for name in names: h.update((Path(pat.__file__).parent / name).read_bytes())
     return h.hexdigest()
+
+CHECK_CODE = ("schema.py", "pipeline.py", "prepared.py", "losses.py", "models.py")   # the code a params check runs (data.<name>: pat.prepared)
+
+def params_stamp(path, # the params file
+                 cache_dir=None, # the folder of the stamps (None: ~/.cache/pat/params-checked)
+                ) -> Path:
+    """The file that marks params file `path` as checked: named by the hash of its bytes, the checking code
+    (`CHECK_CODE`) and smp's version (whose signatures check the models' options). It exists once the check passed."""
+    from importlib.metadata import PackageNotFoundError, version
+    try: smp = version("segmentation-models-pytorch")
+    except PackageNotFoundError: smp = ""
+    digest = source_hash(CHECK_CODE, Path(path).read_bytes() + smp.encode())
+    return Path(cache_dir or Path.home() / ".cache" / "pat" / "params-checked") / digest
 
 # %% ../nbs/08_files.ipynb #8ea37fca
 def project_root(start=".") -> Path:

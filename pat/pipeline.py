@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from . import models
 from .prepared import DEFAULTS, dataset_settings
-from .files import atomic_write
+from .files import atomic_write, params_stamp
 from .losses import COUNT_LOSSES, LOSSES, get_loss
 from .models import MODEL_NAMES
 from .schema import (ParamsError, anything, boolean, choice, either, fail, got, integer, keys, list_of, number,
@@ -152,9 +152,17 @@ def resolve_params(params: dict) -> dict:
     "`params` with every run entry replaced by the run's full settings (`resolve_run`)."
     return {**params, **{g: {k: resolve_run(params, run) for k, run in params[g].items()} for g in GROUPS}}
 
-def load_params(path="params.yaml") -> dict:
-    "Read and check a params file, and resolve its runs: what every stage does before any work."
-    return resolve_params(check_params(read_yaml(path), str(path)))
+def load_params(path="params.yaml", # the params file
+                cache_dir=None, # the folder of the check's stamps (`pat.files.params_stamp`)
+               ) -> dict:
+    """Read and check a params file, and resolve its runs: what every stage does before any work. The same bytes
+    that passed the same checking code before (their stamp exists) are not checked again: the check imports smp
+    to read the models' options, 3 of the 9 seconds a stage's notebook took."""
+    params, stamp = read_yaml(path), params_stamp(path, cache_dir)
+    if not stamp.exists():
+        check_params(params, str(path))
+        stamp.parent.mkdir(parents=True, exist_ok=True); stamp.touch()
+    return resolve_params(params)
 
 # %% ../nbs/07_pipeline.ipynb #f1d86c05
 GENERATED = ("synthetic",)   # datasets pat.synthetic generates: no raw files to watch

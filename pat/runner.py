@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from unittest.mock import patch
 from pathlib import Path
 import yaml
-from .files import source_hash
+from .files import params_stamp
 from .schema import read_yaml
 
 # %% auto #0
-__all__ = ['KERNEL_NOISE', 'CHECK_CODE', 'kernel_name', 'drop_noise', 'quiet_kernel_warning', 'NotebookFailed', 'run_notebook',
+__all__ = ['KERNEL_NOISE', 'kernel_name', 'drop_noise', 'quiet_kernel_warning', 'NotebookFailed', 'run_notebook',
            'check_params_file', 'main']
 
 # %% ../nbs/10_runner.ipynb #ad91b02c
@@ -77,20 +77,15 @@ def run_notebook(src, # the notebook to run
     return dst
 
 # %% ../nbs/10_runner.ipynb #3ebb69e3
-CHECK_CODE = ("schema.py", "pipeline.py", "prepared.py", "losses.py", "models.py")   # the code a params check runs (data.<name>: pat.prepared)
-
 def check_params_file(path, # the params file
                       cache_dir=None, # the folder of the stamps (None: ~/.cache/pat/params-checked)
                      ) -> bool:
     """Check a params file as `pat.pipeline.load_params` does, unless this file with this checking code has passed
     before (a stamp in `cache_dir`, default ~/.cache/pat/params-checked). Returns whether it was checked now."""
     read_yaml(path)                                # a missing file or a YAML error: named at once, before torch loads
-    digest = source_hash(CHECK_CODE, Path(path).read_bytes())
-    stamp = Path(cache_dir or Path.home() / ".cache" / "pat" / "params-checked") / digest
-    if stamp.exists(): return False
+    if params_stamp(path, cache_dir).exists(): return False
     from pat.pipeline import load_params           # imports torch: only when a check is needed
-    load_params(path)
-    stamp.parent.mkdir(parents=True, exist_ok=True); stamp.touch()
+    load_params(path, cache_dir)                   # checks, and leaves the stamp
     return True
 
 # %% ../nbs/10_runner.ipynb #5ed0e453

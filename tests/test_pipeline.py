@@ -278,8 +278,8 @@ def test_data_stages_depend_on_every_data_module():
 
 
 def test_params_check_key_covers_the_modules_it_checks_with():
-    "The params check's cache key (pat.runner.CHECK_CODE) holds pat.pipeline and every pat module it imports that checks settings."
-    from pat.runner import CHECK_CODE
+    "The params check's cache key (pat.files.CHECK_CODE) holds pat.pipeline and every pat module it imports that checks settings."
+    from pat.files import CHECK_CODE
     assert {f"{m}.py" for m in imports("pipeline")[2] - {"files"}} | {"pipeline.py"} <= set(CHECK_CODE)
 
 
