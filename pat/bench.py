@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from .losses import LOSSES
 from .report import markdown_table
-from .train import proc_status_kb, reset_peak_memory   # one home for reading and resetting the peak
+from .train import _cpus, proc_status_kb, reset_peak_memory   # one home for the usable cores, reading and resetting the peak
 
 # %% auto #0
 __all__ = ['SHAPES', 'QUICK_SHAPES', 'BASELINE', 'REGISTRY', 'EXTRA', 'LOSS_NAMES', 'IGNORE_INDEX', 'TABLE_COLUMNS',
@@ -295,7 +295,7 @@ def bench_memory(cfg: dict, # benchmark settings (`settings`)
     else:
         groups = [[n] for n in names] if cfg["isolate"] == "loss" else [list(names)]
         specs = [dict(losses=g, shapes=shapes, train=cfg["train"], threads=cfg["threads"]) for g in groups]
-        with ThreadPoolExecutor(os.cpu_count()) as pool:      # each process's own peak: running side by side changes none
+        with ThreadPoolExecutor(_cpus()) as pool:      # each process's own peak: running side by side changes none
             rows = [r for rs in pool.map(memory_in_subprocess, specs) for r in rs]
     df = pd.DataFrame(rows)
     base = df[df.name == BASELINE].set_index(["kind", "dataset"]).peak_bytes
