@@ -59,13 +59,14 @@ CHECK_CODE = ("schema.py", "pipeline.py", "prepared.py", "losses.py", "models.py
 
 def params_stamp(path, # the params file
                  cache_dir=None, # the folder of the stamps (None: ~/.cache/pat/params-checked)
+                 data: bytes | None = None, # the file's bytes, when the caller has read them already (None: read `path`)
                 ) -> Path:
     """The file that marks params file `path` as checked: named by the hash of its bytes, the checking code
     (`CHECK_CODE`) and smp's version (whose signatures check the models' options). It exists once the check passed."""
     from importlib.metadata import PackageNotFoundError, version
     try: smp = version("segmentation-models-pytorch")
     except PackageNotFoundError: smp = ""
-    digest = source_hash(CHECK_CODE, Path(path).read_bytes() + smp.encode())
+    digest = source_hash(CHECK_CODE, (Path(path).read_bytes() if data is None else data) + smp.encode())
     return Path(cache_dir or Path.home() / ".cache" / "pat" / "params-checked") / digest
 
 # %% ../nbs/08_files.ipynb #8ea37fca

@@ -158,7 +158,8 @@ def load_params(path="params.yaml", # the params file
     """Read and check a params file, and resolve its runs: what every stage does before any work. The same bytes
     that passed the same checking code before (their stamp exists) are not checked again: the check imports smp
     to read the models' options, 3 of the 9 seconds a stage's notebook took."""
-    params, stamp = read_yaml(path), params_stamp(path, cache_dir)
+    raw = Path(path).read_bytes() if Path(path).is_file() else None   # read once: the bytes checked are the bytes stamped
+    params, stamp = read_yaml(path, None if raw is None else raw.decode()), params_stamp(path, cache_dir, raw)
     if not stamp.exists():
         check_params(params, str(path))
         stamp.parent.mkdir(parents=True, exist_ok=True); stamp.touch()

@@ -108,11 +108,13 @@ def keys(spec: dict, # key -> the check of its value
     return check
 
 # %% ../nbs/09_schema.ipynb #7b5ff759
-def read_yaml(path) -> dict:
+def read_yaml(path, # the YAML file
+              text: str | None = None, # its content, when the caller has read it already (None: read `path`)
+             ) -> dict:
     "A YAML file as a dict; a missing file or a syntax error is a ParamsError naming the file (and the line)."
     path = Path(path)
-    if not path.is_file(): raise ParamsError(f"{path}: file not found")
-    try: data = yaml.safe_load(path.read_text())
+    if text is None and not path.is_file(): raise ParamsError(f"{path}: file not found")
+    try: data = yaml.safe_load(path.read_text() if text is None else text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ParamsError(f"{path}: not valid YAML{f' (line {mark.line + 1})' if mark else ''}: {getattr(e, 'problem', e)}") from None
