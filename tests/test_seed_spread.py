@@ -24,10 +24,17 @@ def test_unknown_loss_is_named():
 def test_printed_spread_is_the_seeds(tmp_path, capsys):
     seed_spread.main(["--params", str(ROOT / "params.yaml"), "--losses", "ce", "--seeds", "0-2",
                       "--set", "iterations=3", "--set", "checkpoint_every=1000", "--out", str(tmp_path)])
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("ce:"))
+    out = capsys.readouterr().out.splitlines()
     runs = sorted((tmp_path / "runs" / "checkpoint_every=1000,iterations=3" / "ce").glob("seed*/metrics.json"))
     metrics = [json.loads(p.read_text()) for p in runs]
     assert [m["seed"] for m in metrics] == [0, 1, 2] and {m["steps"] for m in metrics} == {3}
+    for label, split in (("ce:", metrics), ("ce val:", [m["val"] for m in metrics])):
+        check_line(next(l for l in out if l.startswith(label)), split)
+    assert metrics[0]["miou"] != metrics[0]["val"]["miou"]   # the two lines are of different splits
+
+
+def check_line(line, metrics):
+    "The printed mean, s.d., half-width and per-class s.d. are those of `metrics`."
     miou = np.array([m["miou"] for m in metrics])
     sd = miou.std(ddof=1)
     half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)

@@ -1,6 +1,6 @@
 """How much Table 6.1's rows vary between seeds under other training settings (issue 12): trains the `t61` runs of
 some losses for some seeds with settings changed, and prints each loss's mIoU mean, seed s.d., 95% half-width and
-the s.d. of each class's IoU. The README's "batch 16" and "1200 steps" figures came from
+the s.d. of each class's IoU, on the test split and (first, since settings are chosen on it) on the validation split. The README's "batch 16" and "1200 steps" figures came from
 
     python tools/seed_spread.py --losses ce,focal,ldam --seeds 0-5 --set batch_size=16
     python tools/seed_spread.py --losses ce,focal,ldam --seeds 0-5 --set iterations=1200
@@ -39,6 +39,16 @@ def spread(metrics: list[dict]) -> dict:
     return dict(n=n, mean=mean, sd=sd, half=half, class_sd=per_class)
 
 
+def report(loss: str, metrics: list[dict]) -> str:
+    "One line per split: `loss val: ...` (the runs' `val` metrics) and `loss: ...` (test)."
+    lines = []
+    for label, ms in ((f"{loss} val", [m["val"] for m in metrics]), (loss, metrics)):
+        s = spread(ms)
+        lines.append(f"{label}: mIoU {s['mean']:.2f}, seed s.d. {s['sd']:.2f}, 95% half-width {s['half']:.2f} over {s['n']} seeds; "
+                     f"class IoU s.d. {[round(x, 1) for x in s['class_sd']]}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python tools/seed_spread.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="params.yaml", help="the params file (default params.yaml)")
@@ -64,10 +74,7 @@ def main(argv=None):
     device = pick_device(next(iter(cfgs.values()))["device"])
     results = run_jobs(jobs, min(workers, len(jobs)), device, f"{tag}: {len(jobs)} seeds")
     print(f"settings changed: {tag}")
-    for l in cfgs:
-        s = spread([m for (c, *_), m in zip(jobs, results) if c is cfgs[l]])
-        print(f"{l}: mIoU {s['mean']:.2f}, seed s.d. {s['sd']:.2f}, 95% half-width {s['half']:.2f} over {s['n']} seeds; "
-              f"class IoU s.d. {[round(x, 1) for x in s['class_sd']]}")
+    for l in cfgs: print(report(l, [m for (c, *_), m in zip(jobs, results) if c is cfgs[l]]))
     return results
 
 
