@@ -1,9 +1,11 @@
 """How much Table 6.1's rows vary between seeds under other training settings (issue 12): trains the `t61` runs of
 some losses for some seeds with settings changed, and prints each loss's mIoU mean, seed s.d., 95% half-width and
-the s.d. of each class's IoU, on the test split and (first, since settings are chosen on it) on the validation split. The README's "batch 16" and "1200 steps" figures came from
+the s.d. of each class's IoU, on the validation split (settings are chosen on it) and on the test split. The
+default profile's schedule and the README's spread figures came from
 
-    python tools/seed_spread.py --losses ce,focal,ldam --seeds 0-5 --set batch_size=16
-    python tools/seed_spread.py --losses ce,focal,ldam --seeds 0-5 --set iterations=1200
+    python tools/seed_spread.py --losses ce,focal,cb,cbfocal,bms,ldam,blv,pat --seeds 0-3 --set lr=0.02 --set iterations=800
+    python tools/seed_spread.py --losses ce,focal,ldam --seeds 0-3 --set lr=0.02 --set iterations=1000
+    python tools/seed_spread.py --losses ce,focal,ldam --seeds 0-3 --set lr=0.02 --set iterations=500 --set batch_size=16
 
 Data are prepared from params.yaml's dataset settings into `--out` (not data/), so the pipeline is untouched;
 finished seeds are reused from `--out` like any run folder.
