@@ -40,5 +40,7 @@ def check_line(line, metrics):
     half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
     assert sd > 0
     assert f"mIoU {miou.mean():.2f}, seed s.d. {sd:.2f}, 95% half-width {half:.2f} over 3 seeds" in line
-    class_sd = np.array([m["iou"] for m in metrics]).std(axis=0, ddof=1)
-    assert re.search(r"class IoU s\.d\. \[(.*)\]", line).group(1) == ", ".join(str(round(float(x), 1)) for x in class_sd)
+    iou = np.array([m["iou"] for m in metrics])
+    mean, sd = re.search(r"class IoU mean \[(.*)\], s\.d\. \[(.*)\]", line).groups()
+    assert mean == ", ".join(str(round(float(x), 1)) for x in iou.mean(axis=0))
+    assert sd == ", ".join(str(round(float(x), 1)) for x in iou.std(axis=0, ddof=1))

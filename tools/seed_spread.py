@@ -1,6 +1,6 @@
 """How much Table 6.1's rows vary between seeds under other training settings (issue 12): trains the `t61` runs of
 some losses for some seeds with settings changed, and prints each loss's mIoU mean, seed s.d., 95% half-width and
-the s.d. of each class's IoU, on the validation split (settings are chosen on it) and on the test split. The
+each class's IoU (mean and s.d.), on the validation split (settings are chosen on it) and on the test split. The
 default profile's schedule and the README's spread figures came from
 
     python tools/seed_spread.py --losses ce,focal,cb,cbfocal,bms,ldam,blv,pat --seeds 0-3 --set lr=0.02 --set iterations=800
@@ -11,7 +11,7 @@ Data are prepared from params.yaml's dataset settings into `--out` (not data/), 
 finished seeds are reused from `--out` like any run folder.
 """
 from __future__ import annotations
-import argparse, math, os, statistics, sys
+import argparse, math, statistics, sys
 from pathlib import Path
 import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,13 +32,14 @@ def t61_run(params: dict, loss: str) -> dict:
 
 
 def spread(metrics: list[dict]) -> dict:
-    "mIoU mean, seed s.d. and 95% half-width over seeds, and the s.d. of each class's IoU (nan for one seed)."
+    "mIoU mean, seed s.d. and 95% half-width over seeds, and each class's IoU mean and s.d. (s.d.s nan for one seed)."
     from pat.report import mean_ci
     miou = [m["miou"] for m in metrics]
     mean, half, n = mean_ci(miou)
     sd = statistics.stdev(miou) if n > 1 else math.nan
-    per_class = [statistics.stdev(c) if n > 1 else math.nan for c in zip(*(m["iou"] for m in metrics))]
-    return dict(n=n, mean=mean, sd=sd, half=half, class_sd=per_class)
+    classes = list(zip(*(m["iou"] for m in metrics)))
+    return dict(n=n, mean=mean, sd=sd, half=half, class_mean=[statistics.mean(c) for c in classes],
+                class_sd=[statistics.stdev(c) if n > 1 else math.nan for c in classes])
 
 
 def report(loss: str, metrics: list[dict]) -> str:
@@ -47,7 +48,7 @@ def report(loss: str, metrics: list[dict]) -> str:
     for label, ms in ((f"{loss} val", [m["val"] for m in metrics]), (loss, metrics)):
         s = spread(ms)
         lines.append(f"{label}: mIoU {s['mean']:.2f}, seed s.d. {s['sd']:.2f}, 95% half-width {s['half']:.2f} over {s['n']} seeds; "
-                     f"class IoU s.d. {[round(x, 1) for x in s['class_sd']]}")
+                     f"class IoU mean {[round(x, 1) for x in s['class_mean']]}, s.d. {[round(x, 1) for x in s['class_sd']]}")
     return "\n".join(lines)
 
 
