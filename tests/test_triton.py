@@ -113,10 +113,23 @@ def test_layouts_ranks_and_grad_output():
     for shape in [(2, 4, 9), (2, 4, 3, 4, 2)]:                                       # 1 and 3 spatial dims
         check(*batch(shape, seed=4))
     x = x.to(DEV).requires_grad_()
-    loss = pat_loss_triton(x, y.to(DEV))
-    (g1,) = torch.autograd.grad(loss, x, retain_graph=True)
-    (g3,) = torch.autograd.grad(loss, x, grad_outputs=torch.tensor(3.0, device=DEV))
-    torch.testing.assert_close(g3, 3 * g1)
+    for spec in (LossSpec(term="pat", per_image=True), LossSpec(term="focal", gamma=2.0)):   # 1/D per image and class, or one 1/D
+        loss = softmax_loss_triton(x, y.to(DEV), spec)
+        (g1,) = torch.autograd.grad(loss, x, retain_graph=True)
+        (g3,) = torch.autograd.grad(loss, x, grad_outputs=torch.tensor(3.0, device=DEV))   # the stored gradient is not scaled in place
+        torch.testing.assert_close(g3, 3 * g1)
+
+
+def test_value_without_gradient():
+    "Under no_grad, or for logits that need no gradient, the kernel writes no gradient and gives the same value."
+    x, y = batch((2, 5, 6, 7), seed=12)
+    x, y = x.to(DEV), y.to(DEV)
+    for spec in (LossSpec(term="pat", per_image=True), LossSpec(term="ce")):
+        with_grad = softmax_loss_triton(x.clone().requires_grad_(), y, spec)
+        with torch.no_grad(): no_grad = softmax_loss_triton(x.clone().requires_grad_(), y, spec)
+        plain = softmax_loss_triton(x, y, spec)
+        assert with_grad.grad_fn is not None and no_grad.grad_fn is None and plain.grad_fn is None
+        assert torch.equal(no_grad, with_grad.detach()) and torch.equal(plain, no_grad)
 
 
 def test_half_precision():

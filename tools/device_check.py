@@ -260,7 +260,7 @@ def run(carry: Path, out: Path, iterations: int | None, budget: float, dry: bool
         section("loss_kernels", 40, loss_kernels)
         section("triton_tests", 30, lambda: _subprocess("Triton tests (all, compiled on CUDA)", [py, "-m", "pytest", "-q", "-rfE", "-x", "-p", "no:cacheprovider",
                 "tests/test_triton.py"], max(20, left() - 5)))
-        section("bench", 60, lambda: _subprocess("python -m pat.bench --device cuda", [py, "-m", "pat.bench", "--device", "cuda", "--repeats", "10",
+        section("bench", 60, lambda: _subprocess("python -m pat.bench --device cuda", [py, "-m", "pat.bench", "--device", "cuda", "--repeats", "30",
                 "--out", str(out / "bench"), "--fig", str(out / "bench" / "fig6_3.png")], max(30, left() - 70)))
         section("bench_torch", 60, lambda: _subprocess("PAT_KERNELS=0 python -m pat.bench --device cuda (the losses' torch code)",
                 [py, "-m", "pat.bench", "--device", "cuda", "--repeats", "10", "--out", str(out / "bench_torch"),
