@@ -121,7 +121,7 @@ def test_layouts_ranks_and_grad_output():
 
 
 def test_value_without_gradient():
-    "Under no_grad, or for logits that need no gradient, the kernel writes no gradient and gives the same value."
+    "Under no_grad, or for logits that need no gradient (the kernel then writes none), the loss has no graph and the same value."
     x, y = batch((2, 5, 6, 7), seed=12)
     x, y = x.to(DEV), y.to(DEV)
     for spec in (LossSpec(term="pat", per_image=True), LossSpec(term="ce")):
