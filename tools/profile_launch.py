@@ -1,4 +1,5 @@
-"""Where the CPU time of a loss call goes on CUDA (issue 14): per-op launch costs and a cProfile of the kernel path.
+"""Where the CPU time of a loss call goes on CUDA (issue 14): per-op launch costs, a cProfile of the kernel path, the loss
+kernel's launch alone (through the JIT and through the compiled kernel) and synchronised single calls as pat.bench times them.
 
     python tools/profile_launch.py      # on a GPU machine; prints µs per call of each piece
 """
@@ -53,8 +54,49 @@ def main():
     pr = cProfile.Profile(); pr.enable()
     for _ in range(300): both(ce)()
     torch.cuda.synchronize(); pr.disable()
-    s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(28); print(s.getvalue()[-9000:], flush=True)
+    s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(40); print(s.getvalue()[-12000:], flush=True)
+
+
+def launch_alone(x, y, spec):
+    "The loss kernel's launch alone (buffers made once): through Triton's JIT, and through the compiled kernel the JIT returns."
+    B, C = x.shape[:2]
+    xx, yy = x.detach().reshape(B, C, -1), y.reshape(B, -1)
+    HW = xx.shape[2]
+    bc, bp, nprog, n_iter = TL._geometry(B, C, HW, xx.device)
+    part, cnt = torch.empty(B * nprog, device="cuda"), torch.empty(B * nprog, device="cuda")
+    gx, sidx, inv, out = torch.empty_like(xx), torch.empty(1, dtype=torch.int64, device="cuda"), torch.empty((), device="cuda"), torch.empty((), device="cuda")
+    args = (xx, yy, gx, sidx, part, cnt, out, inv, TL._lock(xx.device), *TL._tables(spec, part), C, HW, *xx.stride(), *gx.stride(),
+            255, n_iter, 1.0, *spec.term_args, 0, 0, 0.0, 1.0 / B)
+    kw = dict(HAS_NW=False, MEAN=True, GRAD=True, BLOCK_P=bp, BLOCK_C=bc, BLOCK_J=64, **spec.flags)
+    jit = lambda: TL._loss_kernel[(nprog, B)](*args, **kw)
+    print(f"_loss_kernel launch through the JIT ({len(args)} arguments): {per_call(jit):.1f} us", flush=True)
+    compiled = jit()
+    full = [{**dict(zip(TL._loss_kernel.arg_names, args)), **kw}[n] for n in TL._loss_kernel.arg_names]
+    try:
+        runner = compiled[(nprog, B, 1)]
+        print(f"_loss_kernel launch through the compiled kernel: {per_call(lambda: runner(*full)):.1f} us", flush=True)
+    except Exception as e: print(f"compiled kernel launch failed: {type(e).__name__}: {e}", flush=True)
+
+
+def single_calls(shape=(4, 20, 256, 512), repeats=40):
+    "Synchronised single calls, as pat.bench times them: median wall and host (until backward() returns) ms, rotating order."
+    x = torch.randn(*shape, device="cuda", requires_grad=True)
+    y = torch.randint(0, shape[1], (shape[0], *shape[2:]), device="cuda")
+    fns = {"F.cross_entropy": lambda a, b: F.cross_entropy(a, b, ignore_index=255), "CELoss": get_loss("ce", validate=False).cuda(),
+           "PATLoss": get_loss("pat", validate=False).cuda(), "softmax_loss_triton": lambda a, b: TL.softmax_loss_triton(a, b, TL.LossSpec())}
+    def call(fn):
+        x.grad = None; fn(x, y).backward(); x.grad = None
+    for fn in fns.values(): call(fn); call(fn)
+    wall, host, names = {n: [] for n in fns}, {n: [] for n in fns}, list(fns)
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            torch.cuda.synchronize(); t0 = time.perf_counter(); call(fns[n]); t1 = time.perf_counter(); torch.cuda.synchronize()
+            wall[n].append(time.perf_counter() - t0); host[n].append(t1 - t0)
+    med = lambda v: sorted(v)[len(v) // 2] * 1e3
+    for n in names: print(f"{list(shape)} {n}: wall {med(wall[n]):.4f} ms ({med(wall[n]) / med(wall['F.cross_entropy']):.3f}x), host {med(host[n]):.4f} ms", flush=True)
 
 
 if __name__ == "__main__":
     main()
+    launch_alone(torch.randn(1, 20, 8, 8, device="cuda"), torch.randint(0, 20, (1, 8, 8), device="cuda"), TL.LossSpec())
+    single_calls()
