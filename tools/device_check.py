@@ -173,41 +173,32 @@ def estimate(params: dict, step_ms: dict, slice_res: dict) -> dict:
 
 def loss_kernels(shapes=((4, 20, 256, 512), (8, 11, 360, 480)), repeats: int = 30) -> list:
     """Each loss's forward+backward on CUDA with the Triton kernels and with its torch code (`set_kernels(False)`):
-    median wall ms per call (synchronised before and after, as pat.bench times), ratio to F.cross_entropy in the same
-    loop, the host's share (until `backward()` returns, before the closing synchronisation), and from torch.profiler the number of CUDA kernels one call launches and their summed GPU time."""
+    median wall ms per call (synchronised before and after, as pat.bench times them; tools/loss_timing.py), ratio to
+    F.cross_entropy in the same loop, the host's share (until `backward()` returns, before the closing synchronisation),
+    and from torch.profiler the number of CUDA kernels one call launches and their summed GPU time."""
     import torch, torch.nn.functional as F
     from torch.profiler import ProfilerActivity, profile
-    from pat.bench import REGISTRY, make_loss, power_law_counts
+    from pat.bench import REGISTRY, make_loss
     from pat.triton_losses import set_kernels
+    sys.path.insert(0, str(ROOT / "tools"))
+    from loss_timing import long_tailed_batch, time_calls
     rows = []
     for B, C, H, W in shapes:
-        g = torch.Generator(device="cuda").manual_seed(0)
-        x = torch.randn(B, C, H, W, device="cuda", generator=g, requires_grad=True)
-        p = torch.tensor(power_law_counts(C), device="cuda")
-        y = torch.multinomial(p / p.sum(), B * H * W, replacement=True, generator=g).view(B, H, W)
+        x, y = long_tailed_batch((B, C, H, W))
         fns = {"F.cross_entropy": lambda a, b: F.cross_entropy(a, b, ignore_index=255)}
         for name in REGISTRY: fns[name] = make_loss(name, C, "cuda")
-        def call(fn):
-            x.grad = None; fn(x, y).backward(); x.grad = None
         for kernels in (True, False):
             set_kernels(kernels)
-            for fn in fns.values(): call(fn); call(fn)                   # compile, cache tables
-            times = {n: [] for n in fns}
-            host = {n: [] for n in fns}
-            for _ in range(repeats):
-                for n, fn in fns.items():
-                    torch.cuda.synchronize(); t0 = time.perf_counter(); call(fn); t1 = time.perf_counter(); torch.cuda.synchronize()
-                    times[n].append(time.perf_counter() - t0); host[n].append(t1 - t0)
-            base = sorted(times["F.cross_entropy"])[repeats // 2]
+            times = time_calls(fns, x, y, repeats)
+            base = times["F.cross_entropy"][0]
             for n, fn in fns.items():
                 if not kernels and n == "F.cross_entropy": continue
                 with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                    call(fn); torch.cuda.synchronize()
+                    fn(x, y).backward(); x.grad = None; torch.cuda.synchronize()
                 ev = [e for e in prof.events() if e.device_type.name == "CUDA"]
-                ms = sorted(times[n])[repeats // 2] * 1e3
+                wall, host, _ = times[n]
                 rows.append(dict(shape=f"[{B},{C},{H},{W}]", loss=n, kernels="-" if n == "F.cross_entropy" else ("triton" if kernels else "torch"),
-                                 ms=round(ms, 4), vs_ce=round(ms / (base * 1e3), 3), host_ms=round(sorted(host[n])[repeats // 2] * 1e3, 4),
-                                 launches=len(ev),
+                                 ms=round(wall, 4), vs_ce=round(wall / base, 3), host_ms=round(host, 4), launches=len(ev),
                                  gpu_ms=round(sum(e.device_time for e in ev) / 1e3, 4)))
                 print(" | ".join(str(v) for v in rows[-1].values()), flush=True)
         set_kernels(True)

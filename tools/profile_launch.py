@@ -1,5 +1,6 @@
 """Where the CPU time of a loss call goes on CUDA (issue 14): per-op launch costs, a cProfile of the kernel path, the loss
-kernel's launch alone (through the JIT and through the compiled kernel) and synchronised single calls as pat.bench times them.
+kernel's launch alone (through the JIT and through the compiled kernel), synchronised single calls as pat.bench times them,
+and pat.bench's loss timing with and without its two PAT variants beside the eight losses.
 
     python tools/profile_launch.py      # on a GPU machine; prints µs per call of each piece
 """
@@ -10,6 +11,8 @@ import torch, torch.nn.functional as F
 import triton, triton.language as tl
 from pat.losses import get_loss
 from pat import triton_losses as TL
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loss_timing import long_tailed_batch, time_calls
 
 
 @triton.jit
@@ -79,24 +82,30 @@ def launch_alone(x, y, spec):
 
 
 def single_calls(shape=(4, 20, 256, 512), repeats=40):
-    "Synchronised single calls, as pat.bench times them: median wall and host (until backward() returns) ms, rotating order."
-    x = torch.randn(*shape, device="cuda", requires_grad=True)
-    y = torch.randint(0, shape[1], (shape[0], *shape[2:]), device="cuda")
+    "Synchronised single calls, as pat.bench times them: median wall and host (until backward() returns) ms."
+    x, y = long_tailed_batch(shape)
     fns = {"F.cross_entropy": lambda a, b: F.cross_entropy(a, b, ignore_index=255), "CELoss": get_loss("ce", validate=False).cuda(),
            "PATLoss": get_loss("pat", validate=False).cuda(), "softmax_loss_triton": lambda a, b: TL.softmax_loss_triton(a, b, TL.LossSpec())}
-    def call(fn):
-        x.grad = None; fn(x, y).backward(); x.grad = None
-    for fn in fns.values(): call(fn); call(fn)
-    wall, host, names = {n: [] for n in fns}, {n: [] for n in fns}, list(fns)
-    for r in range(repeats):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            torch.cuda.synchronize(); t0 = time.perf_counter(); call(fns[n]); t1 = time.perf_counter(); torch.cuda.synchronize()
-            wall[n].append(time.perf_counter() - t0); host[n].append(t1 - t0)
-    med = lambda v: sorted(v)[len(v) // 2] * 1e3
-    for n in names: print(f"{list(shape)} {n}: wall {med(wall[n]):.4f} ms ({med(wall[n]) / med(wall['F.cross_entropy']):.3f}x), host {med(host[n]):.4f} ms", flush=True)
+    t = time_calls(fns, x, y, repeats)
+    for n, (wall, host, _) in t.items():
+        print(f"{list(shape)} {n}: wall {wall:.4f} ms ({wall / t['F.cross_entropy'][0]:.3f}x), host {host:.4f} ms", flush=True)
+
+
+def bench_neighbours(repeats=30):
+    "pat.bench's loss timing at the Cityscapes shape with all its losses and without the two PAT variants: do the neighbours move the medians? And does the caching allocator call cudaMalloc while timing?"
+    from pat import bench as PB
+    PB.set_threads(1)
+    cfg = PB.settings(repeats=repeats, threads=1)
+    cfg["shapes"] = {"CityScapes": cfg["shapes"]["CityScapes"]}
+    for label, names in (("all losses, as pat.bench", PB.LOSS_NAMES), ("CE and the eight losses", (PB.BASELINE,) + PB.REGISTRY)):
+        before = torch.cuda.memory_stats().get("num_device_alloc", 0)
+        summary, _ = PB.bench_losses(cfg, "cuda", names)
+        print(f"## {label}: cudaMalloc calls while timing {torch.cuda.memory_stats().get('num_device_alloc', 0) - before}", flush=True)
+        print(summary[["name", "time_ms_median", "time_ratio_median", "time_ratio_min", "time_ratio_max"]].to_string(index=False), flush=True)
 
 
 if __name__ == "__main__":
     main()
     launch_alone(torch.randn(1, 20, 8, 8, device="cuda"), torch.randint(0, 20, (1, 8, 8), device="cuda"), TL.LossSpec())
     single_calls()
+    bench_neighbours()

@@ -1,0 +1,32 @@
+"""Timing a loss call as `pat.bench` does (synchronised before and after, forward + backward, names in a rotating
+order), with the host's share: the time until `backward()` returns, before the closing synchronisation. Shared by
+tools/device_check.py (`loss_kernels`), tools/loss_ab.py and tools/profile_launch.py."""
+import time
+import torch
+from pat.bench import power_law_counts
+
+
+def long_tailed_batch(shape, seed: int = 0, device="cuda"):
+    "Logits `shape` = [B, C, H, W] that require grad and labels drawn from `pat.bench`'s power-law class shares."
+    B, C, H, W = shape
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(*shape, device=device, generator=g, requires_grad=True)
+    p = torch.tensor(power_law_counts(C), device=device)
+    y = torch.multinomial(p / p.sum(), B * H * W, replacement=True, generator=g).view(B, H, W)
+    return x, y
+
+
+def time_calls(fns: dict, x, y, repeats: int = 40) -> dict:
+    "name -> (median wall ms, median host ms, min wall ms) of `fns[name](x, y).backward()`, after two untimed calls each."
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    def call(fn):
+        x.grad = None; fn(x, y).backward(); x.grad = None
+    for fn in fns.values(): call(fn); call(fn)
+    names = list(fns)
+    wall, host = {n: [] for n in names}, {n: [] for n in names}
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            sync(); t0 = time.perf_counter(); call(fns[n]); t1 = time.perf_counter(); sync()
+            wall[n].append(time.perf_counter() - t0); host[n].append(t1 - t0)
+    med = lambda v: sorted(v)[len(v) // 2] * 1e3
+    return {n: (med(wall[n]), med(host[n]), min(wall[n]) * 1e3) for n in names}
