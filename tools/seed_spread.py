@@ -59,11 +59,11 @@ def main(argv=None):
     ap.add_argument("--seeds", default="0-5", help="seeds, '0-5' or '0,3'")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a run setting changed (YAML value), e.g. batch_size=16")
     ap.add_argument("--out", default="runs/.seed_spread", help="work folder: data and runs (default runs/.seed_spread)")
-    ap.add_argument("--workers", type=int, default=None, help="processes at a time (default: 2 per core)")
+    ap.add_argument("--workers", type=int, default=None, help="processes at a time (default: 1 per core)")
     a = ap.parse_args(argv)
     from pat.pipeline import load_params
     from pat.data import prepare, write_stats
-    from pat.train import pick_device, run_config, run_jobs, _cpus
+    from pat.train import pick_device, run_config, run_jobs, cpu_workers
     params, out = load_params(a.params), Path(a.out)
     changes = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}
     cfgs = {l: run_config({**t61_run(params, l), **changes}) for l in a.losses.split(",")}   # fails here on a bad setting
@@ -73,7 +73,7 @@ def main(argv=None):
             write_stats(prepare(d, a.params, out / "data"), out / "stats", out / "figures")
     tag = ",".join(f"{k}={v}" for k, v in sorted(changes.items())) or "as-is"
     jobs = [(c, s, out / "runs" / tag / l / f"seed{s}", out / "data", out / "stats") for l, c in cfgs.items() for s in seed_list(a.seeds)]
-    workers = a.workers or max(1, 2 * _cpus())
+    workers = a.workers or cpu_workers()
     device = pick_device(next(iter(cfgs.values()))["device"])
     results = run_jobs(jobs, min(workers, len(jobs)), device, f"{tag}: {len(jobs)} seeds")
     print(f"settings changed: {tag}")
