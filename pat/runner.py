@@ -10,7 +10,7 @@ from unittest.mock import patch
 from pathlib import Path
 import yaml
 from .files import params_stamp
-from .schema import read_yaml
+from .schema import read_file, read_yaml
 
 # %% auto #0
 __all__ = ['KERNEL_NOISE', 'kernel_name', 'drop_noise', 'quiet_kernel_warning', 'NotebookFailed', 'run_notebook',
@@ -82,8 +82,9 @@ def check_params_file(path, # the params file
                      ) -> bool:
     """Check a params file as `pat.pipeline.load_params` does, unless this file with this checking code has passed
     before (a stamp in `cache_dir`, default ~/.cache/pat/params-checked). Returns whether it was checked now."""
-    read_yaml(path)                                # a missing file or a YAML error: named at once, before torch loads
-    if params_stamp(path, cache_dir).exists(): return False
+    raw = read_file(path)
+    read_yaml(path, raw.decode())                  # a missing file or a YAML error: named at once, before torch loads
+    if params_stamp(path, cache_dir, raw).exists(): return False
     from pat.pipeline import load_params           # imports torch: only when a check is needed
     load_params(path, cache_dir)                   # checks, and leaves the stamp
     return True

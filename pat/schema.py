@@ -10,7 +10,7 @@ import yaml
 
 # %% auto #0
 __all__ = ['ParamsError', 'fail', 'got', 'integer', 'number', 'boolean', 'string', 'anything', 'choice', 'optional', 'either',
-           'list_of', 'keys', 'read_yaml']
+           'list_of', 'keys', 'read_file', 'read_yaml']
 
 # %% ../nbs/09_schema.ipynb #b5b15fad
 class ParamsError(ValueError):
@@ -108,13 +108,17 @@ def keys(spec: dict, # key -> the check of its value
     return check
 
 # %% ../nbs/09_schema.ipynb #7b5ff759
+def read_file(path) -> bytes:
+    "The bytes of a settings file; a missing one is a ParamsError naming it."
+    if not Path(path).is_file(): raise ParamsError(f"{path}: file not found")
+    return Path(path).read_bytes()
+
 def read_yaml(path, # the YAML file
-              text: str | None = None, # its content, when the caller has read it already (None: read `path`)
+              text: str | None = None, # its content, when the caller has read it already (`read_file`; None: read `path`)
              ) -> dict:
     "A YAML file as a dict; a missing file or a syntax error is a ParamsError naming the file (and the line)."
     path = Path(path)
-    if text is None and not path.is_file(): raise ParamsError(f"{path}: file not found")
-    try: data = yaml.safe_load(path.read_text() if text is None else text)
+    try: data = yaml.safe_load(read_file(path).decode() if text is None else text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ParamsError(f"{path}: not valid YAML{f' (line {mark.line + 1})' if mark else ''}: {getattr(e, 'problem', e)}") from None
