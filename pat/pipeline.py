@@ -13,14 +13,14 @@ from .files import atomic_write, params_stamp
 from .losses import COUNT_LOSSES, LOSSES, get_loss
 from .models import MODEL_NAMES
 from .schema import (ParamsError, anything, boolean, choice, either, fail, got, integer, keys, list_of, number,
-                        optional, read_yaml, string)
+                        optional, read_file, read_yaml, string)
 
 # %% auto #0
 __all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATION', 'GROUPS', 'THESIS_GRID', 'TRAIN_DEFAULTS',
            'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'SECTIONS', 'RUN_REQUIRED', 'RUN_SPEC', 'GENERATED', 'PROFILES_DIR',
            'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'check_run', 'resolve_run', 'check_params',
-           'resolve_params', 'load_params', 'source_stages', 'run_entry', 'expand_profile', 'deep_merge',
-           'profile_names', 'load_profile', 'use_profile', 'run_settings', 'main']
+           'resolve_params', 'load_params', 'source_stages', 'run_entry', 'extend_seeds', 'expand_profile',
+           'deep_merge', 'profile_names', 'load_profile', 'use_profile', 'run_settings', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
 ALL_LOSSES = tuple(LOSSES)       # ce focal cb cbfocal bms ldam blv pat
@@ -37,9 +37,11 @@ ABLATION = (("ce", "ce", None),
 GROUPS = ("t61", "t62", "t63", "ablation")   # the run groups: Tables 6.1-6.3 and the ablation
 
 # The thesis's grid; a profile may narrow it with `grid:` (the `ci` profile does, to stay small).
-# `t61_model` trains Table 6.1 and the ablation; `seeds` may give a group its own seeds (default: the profile's).
+# `t61_model` trains Table 6.1 and the ablation; `seeds` may give a group its own seeds (default: the profile's), and
+# `row_seeds` some rows of a group more: `{t61: {attunet-ldam: 29}}` (a row is a run's key without its dataset).
 THESIS_GRID = {"losses": list(ALL_LOSSES), "t61_model": "segnet", "t62_models": list(T62_MODELS), "t63_models": list(T63_MODELS),
-               "temperatures": list(T63_TEMPERATURES), "ablation": [a[0] for a in ABLATION], "seeds": {}}
+               "temperatures": list(T63_TEMPERATURES), "ablation": [a[0] for a in ABLATION], "seeds": {},
+               "row_seeds": {}}
 
 # %% ../nbs/07_pipeline.ipynb #90feca2b
 TRAIN_DEFAULTS = dict(lr=1e-3, batch_size=8, iterations=1000, checkpoint_every=100, eval_batch_size=16, num_workers=0,
@@ -80,6 +82,7 @@ def _names(*valid): return list_of(choice(*valid), 1, unique=True)
 
 GRID_SPEC = {"losses": _names(*ALL_LOSSES), "t61_model": choice(*MODEL_NAMES), "t62_models": _names(*T62_MODELS),
              "t63_models": _names(*MODEL_NAMES), "seeds": keys({g: list_of(integer(0), 1, unique=True) for g in GROUPS}),
+             "row_seeds": keys({g: keys({}, other=integer(1)) for g in GROUPS}),
              "temperatures": list_of(number(0, open_lo=True), 1, unique=True), "ablation": _names(*(a[0] for a in ABLATION))}
 BENCH_SPEC = {"quick": boolean, "repeats": integer(1), "batch": integer(1), "threads": integer(0),   # pat.bench's options
               "device": list_of(choice("cpu", "cuda"), 1, unique=True)}
@@ -158,8 +161,8 @@ def load_params(path="params.yaml", # the params file
     """Read and check a params file, and resolve its runs: what every stage does before any work. The same bytes
     that passed the same checking code before (their stamp exists) are not checked again: the check imports smp
     to read the models' options, 3 of the 9 seconds a stage's notebook took."""
-    raw = Path(path).read_bytes() if Path(path).is_file() else None   # read once: the bytes checked are the bytes stamped
-    params, stamp = read_yaml(path, None if raw is None else raw.decode()), params_stamp(path, cache_dir, raw)
+    raw = read_file(path)                          # read once: the bytes checked are the bytes stamped
+    params, stamp = read_yaml(path, raw.decode()), params_stamp(path, cache_dir, raw)
     if not stamp.exists():
         check_params(params, str(path))
         stamp.parent.mkdir(parents=True, exist_ok=True); stamp.touch()
@@ -183,6 +186,14 @@ def run_entry(dataset: str, # the dataset's name
     "A run's entry in params.yaml: what it trains, its seeds, and only the loss parameters it sets on top of `losses.<loss>`."
     return {"dataset": dataset, "model": model, "loss": loss, **({"loss_params": loss_params} if loss_params else {}), "seeds": list(seeds)}
 
+def extend_seeds(seeds, # a group's seeds
+                 n: int, # how many seeds the row needs
+                 path: str = "row_seeds", # the setting, for the error message
+                ) -> list:
+    "`seeds`, then the integers after the largest of them, up to `n` seeds: a row with more seeds than its group."
+    if n < len(seeds): fail(path, f"{n} seeds is fewer than its group's {len(seeds)} ({list(seeds)})")
+    return [*seeds, *range(max(seeds) + 1, max(seeds) + 1 + n - len(seeds))]
+
 def expand_profile(profile: dict) -> dict:
     """params.yaml content for a (checked) profile: its settings in sections (`train` with every default written out,
     `models` and `losses` for those the grid uses) and one short entry per run in groups t61, t62, t63, ablation."""
@@ -202,6 +213,13 @@ def expand_profile(profile: dict) -> dict:
         for name, loss, extra in ABLATION:
             if name in grid["ablation"]:
                 groups["ablation"][f"{ds}-{m61}-{name}"] = run_entry(ds, m61, loss, seeds["ablation"], extra)
+    for g, rows in grid["row_seeds"].items():
+        row_of = {key: key.split("-", 1)[1] for key in groups[g]}           # a run's key is <dataset>-<row>
+        for row, n in rows.items():
+            path = f"grid.row_seeds.{g}.{row}"
+            if row not in row_of.values(): fail(path, f"no such row (rows of {g}: {', '.join(dict.fromkeys(row_of.values()))})")
+            for key in groups[g]:
+                if row_of[key] == row: groups[g][key]["seeds"] = extend_seeds(groups[g][key]["seeds"], n, path)
     runs = [r for g in groups.values() for r in g.values()]
     header = {"profile": p["name"], "description": p.get("description", ""), "datasets": p["datasets"]}
     sections = {"train": {**TRAIN_DEFAULTS, **p["train"]},

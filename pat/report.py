@@ -13,9 +13,9 @@ from .train import code_hash, config_hash, run_config
 
 # %% auto #0
 __all__ = ['THESIS_NAMES', 'LOWER_IS_BETTER', 'METRIC_LABELS', 'markdown_table', 'save_table', 'StaleRunError', 'load_runs',
-           'runs_note', 'mean_ci', 'seed_sd', 'fmt_ci', 'is_best', 'table_metrics', 'save_metrics', 'thesis_lookup',
-           'compare_table', 'paired_diff', 'fmt_diff', 'diff_table', 'groups_and_diffs', 'paired_ratio',
-           'training_cost']
+           'seed_ranges', 'runs_note', 'mean_ci', 'seed_sd', 'seeds_for', 'fmt_ci', 'is_best', 'table_metrics',
+           'save_metrics', 'thesis_lookup', 'compare_table', 'paired_diff', 'fmt_diff', 'diff_table',
+           'groups_and_diffs', 'paired_ratio', 'training_cost']
 
 # %% ../nbs/04_report.ipynb #a00dc131
 def markdown_table(df: pd.DataFrame, # the table
@@ -87,12 +87,21 @@ def load_runs(runs_dir, # the group's folder of runs (`runs/<group>`)
     return pd.DataFrame(rows)
 
 # %% ../nbs/04_report.ipynb #63f01e53
+def seed_ranges(seeds) -> str:
+    "'0-4, 7, 9': the seeds in order, three or more consecutive ones as a range."
+    out, s = [], sorted(seeds)
+    while s:
+        k = next((i for i in range(1, len(s)) if s[i] != s[0] + i), len(s))    # s[:k] are consecutive
+        out += [f"{s[0]}-{s[k - 1]}"] if k >= 3 else [str(x) for x in s[:k]]
+        s = s[k:]
+    return ", ".join(out)
+
 def runs_note(runs: pd.DataFrame, # `load_runs`'s rows
               group: str, # the group they come from
              ) -> str:
     "Which runs and seeds a table is built from, for its note."
-    seeds = runs.groupby("run", sort=False).seed.apply(lambda s: str(sorted(s.tolist())))
-    common = seeds.mode().iloc[0]
+    seeds = runs.groupby("run", sort=False).seed.apply(lambda s: seed_ranges(s.tolist()))
+    common = seeds.value_counts(sort=False).idxmax()        # the most frequent; a tie goes to the first run's
     others = "; ".join(f"{run}: seeds {s}" for run, s in seeds.items() if s != common)
     return (f"Built from the {len(seeds)} runs of `{group}` in params.yaml, seeds {common} each"
             + (f" except {others}." if others else "."))
@@ -114,6 +123,15 @@ def seed_sd(half: float, # the half-width of a 95% Student-t interval
            ) -> float:
     "The standard deviation over `n` seeds behind a 95% Student-t half-width `half`."
     return half * math.sqrt(n) / stats.t.ppf(0.975, n - 1)
+
+def seeds_for(sd: float, # a seed standard deviation (from a pilot run)
+              half: float, # the 95% Student-t half-width wanted
+              least: int = 2, # the fewest seeds to return
+             ) -> int:
+    "The fewest seeds (at least `least`) whose 95% Student-t half-width at standard deviation `sd` is at most `half`."
+    n = max(2, least)
+    while stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) > half: n += 1
+    return n
 
 # %% ../nbs/04_report.ipynb #d3abdae0
 def fmt_ci(mean: float, # the mean over seeds
