@@ -7,14 +7,20 @@ from __future__ import annotations
 import json, re, subprocess, sys
 
 # %% auto #0
-__all__ = ['EDGE', 'STAGE_LINE', 'dag_edges', 'pending_stages', 'number_stages', 'dvc_output', 'count_pending', 'repro', 'main']
+__all__ = ['EDGE', 'NODE', 'STAGE_LINE', 'dag_edges', 'dag_stages', 'pending_stages', 'number_stages', 'dvc_output',
+           'skip_targets', 'count_pending', 'repro', 'main']
 
 # %% ../nbs/12_repro.ipynb #9eeb5244
-EDGE = re.compile(r'^"([^"]+)" -> "([^"]+)";$')
+EDGE, NODE = re.compile(r'^"([^"]+)" -> "([^"]+)";$'), re.compile(r'^"([^"]+)";$')
 
 def dag_edges(dot: str) -> list[tuple[str, str]]:
     "The (upstream, downstream) stage pairs in the output of `dvc dag --dot`."
     return [m.groups() for line in dot.splitlines() if (m := EDGE.match(line.strip()))]
+
+def dag_stages(dot: str) -> list[str]:
+    "Every stage in the output of `dvc dag --dot` (a node line or an end of an edge), in order of appearance."
+    found = [m.groups() for line in dot.splitlines() if (m := NODE.match(line.strip()) or EDGE.match(line.strip()))]
+    return list(dict.fromkeys(name for names in found for name in names))
 
 def pending_stages(changed, # the stages that changed (`dvc status --json`'s keys)
                    edges, # `(upstream, downstream)` stage pairs
@@ -56,21 +62,36 @@ def dvc_output(args: list[str], # dvc's arguments
         raise RuntimeError(f"`dvc {' '.join(args)}` failed ({r.returncode}): {last}")
     return r.stdout
 
-def count_pending(dvc: str = "dvc") -> set[str]:
-    "The stages a plain `dvc repro` in the current folder will visit (see above), without a dry run."
-    return pending_stages(json.loads(dvc_output(["status", "--json"], dvc) or "{}"), dag_edges(dvc_output(["dag", "--dot"], dvc)))
+def skip_targets(dot: str, # `dvc dag --dot`'s output
+                 skip, # stages to leave out
+                ) -> list[str]:
+    "The stages of `dot` but those in `skip` and those downstream of them: the targets of a `dvc repro` without them."
+    stages = dag_stages(dot)
+    if unknown := [s for s in skip if s not in stages]: raise ValueError(f"no stage {unknown[0]!r} to skip (stages: {', '.join(stages)})")
+    left_out = pending_stages(skip, dag_edges(dot))
+    return [s for s in stages if s not in left_out]
+
+def count_pending(dvc: str = "dvc", # the dvc command
+                  targets=None, # the stages `dvc repro` is given (None: all)
+                 ) -> set[str]:
+    "The stages `dvc repro [targets]` in the current folder will visit (see above), without a dry run."
+    pending = pending_stages(json.loads(dvc_output(["status", "--json"], dvc) or "{}"), dag_edges(dvc_output(["dag", "--dot"], dvc)))
+    return pending if targets is None else pending & set(targets)
 
 def repro(dvc: str = "dvc", # the dvc command
           out=None, # where the output goes (None: stdout)
+          skip=(), # stages to leave out, with everything downstream of them (e.g. `bench`)
          ) -> int:
-    "`dvc repro`, each stage numbered `[stage k of n]` on `out` (default stdout); returns dvc's exit status."
+    """`dvc repro`, each stage numbered `[stage k of n]` on `out` (default stdout); returns dvc's exit status. With
+    `skip`, the targets are every other stage; an unknown stage to skip is a ValueError before anything runs."""
     out = out or sys.stdout
+    targets = skip_targets(dvc_output(["dag", "--dot"], dvc), skip) if skip else None
     try:
-        pending = count_pending(dvc)
-        out.write(f"dvc repro: {len(pending)} stages to run or check\n")
+        pending = count_pending(dvc, targets)
+        out.write(f"dvc repro: {len(pending)} stages to run or check" + (f" (leaving out {', '.join(skip)})" if skip else "") + "\n")
     except (RuntimeError, ValueError) as e:                       # ValueError: dvc status printed no JSON
         print(f"warning: stages not numbered: {e}", file=sys.stderr); pending = set()
-    with subprocess.Popen([dvc, "repro"], stdout=subprocess.PIPE, text=True, bufsize=1) as p:
+    with subprocess.Popen([dvc, "repro", *(targets or [])], stdout=subprocess.PIPE, text=True, bufsize=1) as p:
         try:
             for line in number_stages(p.stdout, pending): out.write(line); out.flush()
         except KeyboardInterrupt:                                  # dvc got the same Ctrl-C: let it stop, then stop
@@ -81,9 +102,12 @@ def repro(dvc: str = "dvc", # the dvc command
 def main(argv=None):
     "CLI: `python -m pat.repro` runs `dvc repro` in the current folder with its stages numbered; exits with dvc's status."
     import argparse
-    argparse.ArgumentParser(prog="python -m pat.repro", description="dvc repro, each stage numbered [stage k of n] "
-                            "(counted from dvc status and dvc dag; for dvc repro's own options, run dvc repro itself).").parse_args(argv)
-    raise SystemExit(repro())
+    ap = argparse.ArgumentParser(prog="python -m pat.repro", description="dvc repro, each stage numbered [stage k of n] "
+                                 "(counted from dvc status and dvc dag; for dvc repro's own options, run dvc repro itself).")
+    ap.add_argument("--skip", nargs="+", default=[], metavar="STAGE", help="leave out these stages and those downstream of them (make repro: bench)")
+    a = ap.parse_args(argv)
+    try: raise SystemExit(repro(skip=a.skip))
+    except (ValueError, RuntimeError) as e: raise SystemExit(f"error: {e}")
 
 # %% ../nbs/12_repro.ipynb #edcd022b
 #| eval: false
