@@ -5,7 +5,7 @@ and test mIoU, then the fewest seeds (at least `--least`) whose Student-t half-w
 
     python tools/row_seeds.py --runs runs --groups t61 ablation --half 1.35 --least 5
 
-on the runs of a clean `make repro` with 5 seeds in every row (commit 4128a08). The s.d. of 5 seeds is itself uncertain
+on the runs of a clean `make repro` with 5 seeds in every row (the one whose dvc.lock commit 4128a08 recorded). The s.d. of 5 seeds is itself uncertain
 (its 95% interval spans 0.6-2.9 times it), hence a target below the 1.5 points wanted.
 """
 from __future__ import annotations
