@@ -73,9 +73,11 @@ def skip_targets(dot: str, # `dvc dag --dot`'s output
 
 def count_pending(dvc: str = "dvc", # the dvc command
                   targets=None, # the stages `dvc repro` is given (None: all)
+                  dot: str | None = None, # `dvc dag --dot`'s output, when the caller has it (None: ask dvc)
                  ) -> set[str]:
     "The stages `dvc repro [targets]` in the current folder will visit (see above), without a dry run."
-    pending = pending_stages(json.loads(dvc_output(["status", "--json"], dvc) or "{}"), dag_edges(dvc_output(["dag", "--dot"], dvc)))
+    edges = dag_edges(dvc_output(["dag", "--dot"], dvc) if dot is None else dot)
+    pending = pending_stages(json.loads(dvc_output(["status", "--json"], dvc) or "{}"), edges)
     return pending if targets is None else pending & set(targets)
 
 def repro(dvc: str = "dvc", # the dvc command
@@ -85,9 +87,10 @@ def repro(dvc: str = "dvc", # the dvc command
     """`dvc repro`, each stage numbered `[stage k of n]` on `out` (default stdout); returns dvc's exit status. With
     `skip`, the targets are every other stage; an unknown stage to skip is a ValueError before anything runs."""
     out = out or sys.stdout
-    targets = skip_targets(dvc_output(["dag", "--dot"], dvc), skip) if skip else None
+    dot = dvc_output(["dag", "--dot"], dvc) if skip else None
+    targets = skip_targets(dot, skip) if skip else None
     try:
-        pending = count_pending(dvc, targets)
+        pending = count_pending(dvc, targets, dot)
         out.write(f"dvc repro: {len(pending)} stages to run or check" + (f" (leaving out {', '.join(skip)})" if skip else "") + "\n")
     except (RuntimeError, ValueError) as e:                       # ValueError: dvc status printed no JSON
         print(f"warning: stages not numbered: {e}", file=sys.stderr); pending = set()
