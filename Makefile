@@ -4,18 +4,29 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+UV     := uv==0.13.9
+# uv reads from pip's sources (its config and PIP_* variables: tools/uv_sources.py)
+UV_SOURCES = $$($(BIN)/python tools/uv_sources.py)
 
-.PHONY: venv repro repro-gpu test sync-check nbtest pytest bench carry device-check clean-venv
+.PHONY: venv lock repro repro-gpu test sync-check nbtest pytest bench carry device-check clean-venv
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt settings.ini setup.py
+## requirements.txt's pins, every package they pull in pinned by requirements.lock (`make lock` writes it);
+## installed by uv (about 30 s here against about 3 minutes for pip), or by pip where uv cannot be installed
+$(STAMP): requirements.txt requirements.lock settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	if $(BIN)/python -m pip install --quiet $(UV); then $(BIN)/uv pip install --quiet --python $(BIN)/python $(UV_SOURCES) -r requirements.txt -c requirements.lock; \
+	else $(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock; fi
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name pat --display-name "Python (pat .venv)" >/dev/null
 	touch $(STAMP)
+
+## requirements.lock from requirements.txt: every package pinned, for any platform, Python 3.11+ (hypothesis and numpy 2.4 need 3.11)
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(UV)
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 $(UV_SOURCES) requirements.txt -o requirements.lock
 
 ## The main job: the DVC pipeline on the active profile of params.yaml (default: embedded synthetic data)
 ## Data first, then every pending seed of the profile in one pool (all cores busy), then dvc repro records them and builds the tables,
