@@ -194,6 +194,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                               'pat.pipeline.profile_spec': ('pipeline.html#profile_spec', 'pat/pipeline.py'),
                               'pat.pipeline.resolve_params': ('pipeline.html#resolve_params', 'pat/pipeline.py'),
                               'pat.pipeline.resolve_run': ('pipeline.html#resolve_run', 'pat/pipeline.py'),
+                              'pat.pipeline.row_of': ('pipeline.html#row_of', 'pat/pipeline.py'),
                               'pat.pipeline.run_entry': ('pipeline.html#run_entry', 'pat/pipeline.py'),
                               'pat.pipeline.run_settings': ('pipeline.html#run_settings', 'pat/pipeline.py'),
                               'pat.pipeline.source_stages': ('pipeline.html#source_stages', 'pat/pipeline.py'),

@@ -19,7 +19,7 @@ from .schema import (ParamsError, anything, boolean, choice, either, fail, got, 
 __all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATION', 'GROUPS', 'THESIS_GRID', 'TRAIN_DEFAULTS',
            'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'SECTIONS', 'RUN_REQUIRED', 'RUN_SPEC', 'GENERATED', 'PROFILES_DIR',
            'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'check_run', 'resolve_run', 'check_params',
-           'resolve_params', 'load_params', 'source_stages', 'run_entry', 'extend_seeds', 'expand_profile',
+           'resolve_params', 'load_params', 'source_stages', 'run_entry', 'extend_seeds', 'row_of', 'expand_profile',
            'deep_merge', 'profile_names', 'load_profile', 'use_profile', 'run_settings', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
@@ -38,7 +38,7 @@ GROUPS = ("t61", "t62", "t63", "ablation")   # the run groups: Tables 6.1-6.3 an
 
 # The thesis's grid; a profile may narrow it with `grid:` (the `ci` profile does, to stay small).
 # `t61_model` trains Table 6.1 and the ablation; `seeds` may give a group its own seeds (default: the profile's), and
-# `row_seeds` some rows of a group more: `{t61: {attunet-ldam: 29}}` (a row is a run's key without its dataset).
+# `row_seeds` some rows of a group more: `{t61: {attunet-ldam: 25}}` (a row: `row_of` a run's key).
 THESIS_GRID = {"losses": list(ALL_LOSSES), "t61_model": "segnet", "t62_models": list(T62_MODELS), "t63_models": list(T63_MODELS),
                "temperatures": list(T63_TEMPERATURES), "ablation": [a[0] for a in ABLATION], "seeds": {},
                "row_seeds": {}}
@@ -194,6 +194,11 @@ def extend_seeds(seeds, # a group's seeds
     if n < len(seeds): fail(path, f"{n} seeds is fewer than its group's {len(seeds)} ({list(seeds)})")
     return [*seeds, *range(max(seeds) + 1, max(seeds) + 1 + n - len(seeds))]
 
+def row_of(key: str, # a run's key: `<dataset>-<row>`, e.g. synthetic-attunet-ldam
+          ) -> str:
+    "A run's row in its table: its key without the dataset (dataset names have no '-'), e.g. attunet-ldam."
+    return key.split("-", 1)[1]
+
 def expand_profile(profile: dict) -> dict:
     """params.yaml content for a (checked) profile: its settings in sections (`train` with every default written out,
     `models` and `losses` for those the grid uses) and one short entry per run in groups t61, t62, t63, ablation."""
@@ -214,12 +219,12 @@ def expand_profile(profile: dict) -> dict:
             if name in grid["ablation"]:
                 groups["ablation"][f"{ds}-{m61}-{name}"] = run_entry(ds, m61, loss, seeds["ablation"], extra)
     for g, rows in grid["row_seeds"].items():
-        row_of = {key: key.split("-", 1)[1] for key in groups[g]}           # a run's key is <dataset>-<row>
-        for row, n in rows.items():
-            path = f"grid.row_seeds.{g}.{row}"
-            if row not in row_of.values(): fail(path, f"no such row (rows of {g}: {', '.join(dict.fromkeys(row_of.values()))})")
+        row = {key: row_of(key) for key in groups[g]}
+        for name, n in rows.items():
+            path = f"grid.row_seeds.{g}.{name}"
+            if name not in row.values(): fail(path, f"no such row (rows of {g}: {', '.join(dict.fromkeys(row.values()))})")
             for key in groups[g]:
-                if row_of[key] == row: groups[g][key]["seeds"] = extend_seeds(groups[g][key]["seeds"], n, path)
+                if row[key] == name: groups[g][key]["seeds"] = extend_seeds(groups[g][key]["seeds"], n, path)
     runs = [r for g in groups.values() for r in g.values()]
     header = {"profile": p["name"], "description": p.get("description", ""), "datasets": p["datasets"]}
     sections = {"train": {**TRAIN_DEFAULTS, **p["train"]},

@@ -544,7 +544,7 @@ def _cpus() -> int: return len(os.sched_getaffinity(0)) if hasattr(os, "sched_ge
 def cpu_workers(threads: int = 1, # torch threads per process
                ) -> int:
     """Processes to train at once on the CPU: one per core (`threads` cores each). Two per core were 20% slower on 2
-    cores (41 against 51 training steps/s, 16 seeds of 400 steps): the processes evict each other's caches."""
+    cores (41 against 51 training steps/s, 16 seeds of 400 steps)."""
     return max(1, _cpus() // threads)
 
 # %% ../nbs/03_train.ipynb #319ba3e4
@@ -675,7 +675,7 @@ def default_per_device(device: torch.device, # the device
                        gpu_gb: float = 6.0, # GiB of GPU memory a run needs
                       ) -> int:
     "Concurrent runs per device: as many as fit in a GPU's free memory at `gpu_gb` each (1-32), or one per core on CPU."
-    if device.type != "cuda": return _cpus()
+    if device.type != "cuda": return cpu_workers()
     free, _ = torch.cuda.mem_get_info(device.index or 0)
     return int(min(32, max(1, free / 2**30 // gpu_gb)))
 

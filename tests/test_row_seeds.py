@@ -11,7 +11,7 @@ row_seeds = importlib.util.module_from_spec(spec); spec.loader.exec_module(row_s
 def _runs(root: Path, group: str, key: str, test, val):
     for s, (t, v) in enumerate(zip(test, val)):
         d = root / group / key / f"seed{s}"; d.mkdir(parents=True)
-        (d / "metrics.json").write_text(json.dumps({"miou": t, "val": {"miou": v}}))
+        (d / "metrics.json").write_text(json.dumps({"miou": t, "iou": [t], "val": {"miou": v, "iou": [v]}}))
 
 
 def test_rows_get_the_seeds_their_spread_asks_for(tmp_path, capsys):

@@ -9,20 +9,22 @@ on the runs of a clean `make repro` with 5 seeds in every row (the one whose dvc
 (its 95% interval spans 0.6-2.9 times it), hence a target below the 1.5 points wanted.
 """
 from __future__ import annotations
-import argparse, json, statistics, sys
+import argparse, json, sys
 from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from seed_spread import spread
 
 
 def run_spread(run_dir: Path) -> dict:
     "Seeds, and the seed s.d. of test and validation mIoU, of one run folder's `seed*/metrics.json`."
     ms = [json.loads(f.read_text()) for f in sorted(run_dir.glob("seed*/metrics.json"))]
     if len(ms) < 2: raise SystemExit(f"error: {run_dir} has {len(ms)} finished seeds; a spread needs at least 2")
-    return dict(n=len(ms), test_sd=statistics.stdev(m["miou"] for m in ms), val_sd=statistics.stdev(m["val"]["miou"] for m in ms))
+    return dict(n=len(ms), test_sd=spread(ms)["sd"], val_sd=spread([m["val"] for m in ms])["sd"])
 
 
 def main(argv=None):
     from pat.report import seeds_for
+    from pat.pipeline import row_of
     ap = argparse.ArgumentParser(prog="python tools/row_seeds.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", default="runs", help="the pipeline's runs folder (default runs)")
     ap.add_argument("--groups", nargs="+", default=["t61", "ablation"], help="table groups (default t61 ablation)")
@@ -36,7 +38,7 @@ def main(argv=None):
         for d in dirs:
             s = run_spread(d)
             n = seeds_for(max(s["test_sd"], s["val_sd"]), a.half, a.least)
-            row = d.name.split("-", 1)[1]                 # a run's key is <dataset>-<row>
+            row = row_of(d.name)
             print(f"{g} {row}: {s['n']} seeds, s.d. test {s['test_sd']:.2f}, val {s['val_sd']:.2f} -> {n} seeds")
             if n > a.least: entry.setdefault(g, {})[row] = n
     print("grid.row_seeds:", json.dumps(entry))
