@@ -8,7 +8,7 @@ find-links, extra-index-url and constraint, the index-url pip would use, and `--
 from __future__ import annotations
 import ast, shlex, subprocess, sys
 
-OPTIONS = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "find-links": "--find-links", "constraint": "--constraint"}
+KEYS = ("index-url", "extra-index-url", "find-links", "constraint")   # pip's settings that uv takes as --<key>
 
 
 def uv_options(config: str) -> list[str]:
@@ -18,10 +18,10 @@ def uv_options(config: str) -> list[str]:
     for line in config.splitlines():
         where_key, eq, value = line.partition("=")
         where, _, key = where_key.rpartition(".")
-        if not eq or key not in OPTIONS: continue
+        if not eq or key not in KEYS: continue
         for entry in ast.literal_eval(value).split():
             if key == "index-url": index.setdefault(where == ":env:", entry)
-            elif (key, entry) not in seen: seen.add((key, entry)); out += [OPTIONS[key], entry]
+            elif (key, entry) not in seen: seen.add((key, entry)); out += [f"--{key}", entry]
     if index: out = ["--index-url", index.get(True, index.get(False))] + out
     return out + ["--index-strategy", "unsafe-best-match"]
 
