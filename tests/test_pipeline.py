@@ -1,4 +1,5 @@
-"""The DVC pipeline end to end on the `ci` profile, resuming a killed run, and early failure on bad settings.
+"""The DVC pipeline end to end on the `ci` profile, resuming a killed run, early failure on bad settings, and the
+committed results of the default profile: made by the committed code.
 
 These tests copy the repository's tracked files to a temporary folder and run `dvc` there, so the
 working tree is never touched. They take a few minutes on 2 CPU cores.
@@ -21,16 +22,25 @@ def sh(cmd, cwd, check=True, timeout=900):
     return r
 
 
+def tracked_files() -> list:
+    "The files git tracks in the working tree (paths relative to the root)."
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    return [f for f in files if f and (ROOT / f).is_file()]
+
+
+def copy_tracked(dst):
+    "A clean copy of the tracked files at `dst`, as a fresh git repository."
+    for f in tracked_files():
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, dst / f)
+    sh("git init -q && git config user.name t && git config user.email t@t && git add -A && git commit -qm copy", dst)
+    return dst
+
+
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
     "A clean copy of the tracked files, as a fresh git repository, with the `ci` profile active."
-    dst = tmp_path_factory.mktemp("checkout") / "pat"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
-    for f in filter(None, files):
-        if (ROOT / f).is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    sh("git init -q && git config user.name t && git config user.email t@t && git add -A && git commit -qm copy", dst)
+    dst = copy_tracked(tmp_path_factory.mktemp("checkout") / "pat")
     sh("python -m pat.pipeline use ci", dst)
     return dst
 
@@ -113,6 +123,23 @@ def test_dvc_metrics_and_plots_show_the_tables(checkout, tmp_path):
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "fig4_5.png" in html and "fig6_3.png" in html
     assert '"field": "pat"' in html and '"field": "ldam"' in html        # Table 6.1's training curves, one line per loss
+
+
+def test_committed_results_are_fresh(tmp_path):
+    """The results this repository shows were made by its code: on a copy of the tracked files, `dvc status` names no
+    tracked file (code, notebooks, params.yaml, and the metrics and plot data git tracks and README quotes) as changed
+    since dvc.lock recorded it. The data and the DVC-cached outputs are not in a clone: those may be missing."""
+    dst = copy_tracked(tmp_path / "pat")
+    tracked, stale = set(tracked_files()), []
+    for stage, changes in json.loads(sh("dvc status --json", dst).stdout).items():
+        for change in changes:
+            if isinstance(change, str):
+                stale += [f"{stage}: {change}"] if change != "always changed" else []
+                continue
+            stale += [f"{stage}: {path} {what}" for paths in change.values() for path, what in paths.items()
+                      if path in tracked or what not in ("deleted", "not in cache")]
+    assert not stale, ("dvc.lock and the committed results are stale: `make repro` and `make bench` on a clean clone, then "
+                       f"commit dvc.lock, results/metrics and results/plots (and README's numbers). dvc status: {stale[:12]}")
 
 
 def _ran(output, train=False):
