@@ -13,9 +13,9 @@ from .train import code_hash, config_hash, run_config
 
 # %% auto #0
 __all__ = ['THESIS_NAMES', 'LOWER_IS_BETTER', 'METRIC_LABELS', 'markdown_table', 'save_table', 'StaleRunError', 'load_runs',
-           'seed_ranges', 'runs_note', 'mean_ci', 'seed_sd', 'seeds_for', 'fmt_ci', 'is_best', 'table_metrics',
-           'save_metrics', 'thesis_lookup', 'compare_table', 'paired_diff', 'fmt_diff', 'diff_table',
-           'groups_and_diffs', 'paired_ratio', 'training_cost']
+           'seed_ranges', 'runs_note', 'mean_ci', 'seed_sd', 'seeds_for', 'fmt_ci', 'is_best', 'thesis_lookup',
+           'compare_table', 'paired_diff', 'fmt_diff', 'diff_table', 'groups_and_diffs', 'table_metrics',
+           'save_metrics', 'paired_ratio', 'training_cost']
 
 # %% ../nbs/04_report.ipynb #a00dc131
 def markdown_table(df: pd.DataFrame, # the table
@@ -155,27 +155,6 @@ def is_best(means, # a column's means (NaN: no value)
     best = (min if lower_is_better else max)(finite)
     return [m == best for m in means]
 
-# %% ../nbs/04_report.ipynb #73c7beaf
-def table_metrics(runs: pd.DataFrame, # `load_runs`'s rows
-                  group: str, # the top-level key
-                  metrics=("miou", "miou_tail"), # the columns averaged
-                 ) -> dict:
-    """The numbers of a table for `dvc metrics show/diff` and `dvc exp show`: per run, the mean over seeds of each of
-    `metrics` and the 95% half-width of mIoU, nested as `<group>.<run>.<metric>` (DVC flattens it with dots)."""
-    out = {}
-    for run, sel in runs.groupby("run", sort=False):
-        cell = {f"{m}_mean": round(mean_ci(sel[m].tolist())[0], 4) for m in metrics if m in sel}
-        cell["miou_ci"] = round(mean_ci(sel["miou"].tolist())[1], 4)
-        out[run] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in cell.items()}
-    return {group: out}
-
-# %% ../nbs/04_report.ipynb #931027b5
-def save_metrics(metrics: dict, # what `table_metrics` gives
-                 path, # results/metrics/<table>.json
-                ):
-    "Write `metrics` as JSON (keys sorted, atomically): a metrics file declared in dvc.yaml."
-    with atomic_write(path) as f: json.dump(metrics, f, indent=1, sort_keys=True)
-
 # %% ../nbs/04_report.ipynb #a0f7dac6
 def thesis_lookup(thesis: pd.DataFrame, # data/thesis_tables.csv, read as strings
                   table: str, # the thesis's table, e.g. '6.1'
@@ -294,6 +273,37 @@ def groups_and_diffs(runs: pd.DataFrame, # `load_runs`'s rows
     if diffs.empty: return out
     out = out.merge(diffs, on=[*by, key], how="left")
     return out.fillna({c: "(reference)" for c in diffs.columns if c not in (*by, key)})
+
+# %% ../nbs/04_report.ipynb #73c7beaf
+def table_metrics(runs: pd.DataFrame, # `load_runs`'s rows
+                  group: str, # the top-level key
+                  metrics=("miou", "miou_head", "miou_mid", "miou_tail"), # the columns averaged
+                  diffs=("miou", "miou_tail"), # the columns compared with `ref`
+                  ref: str = "ce", # the loss the differences are to
+                 ) -> dict:
+    """The numbers of a table for `dvc metrics show/diff` and `dvc exp show`, nested as `<group>.<run>.<name>` (DVC
+    flattens it with dots; None where there is no number). Per run: `<metric>_mean` and `<metric>_ci` (mean over seeds,
+    95% half-width) for each of `metrics`; for a run whose dataset and model have a `ref` run, `<metric>_vs_<ref>_mean`
+    and `_ci` for each of `diffs`: its difference to `ref` paired by seed, as `paired_diff` gives it."""
+    out = {}
+    for run, sel in runs.groupby("run", sort=False):
+        out[run] = {}
+        for m in metrics:
+            if m in sel: out[run][f"{m}_mean"], out[run][f"{m}_ci"], _ = mean_ci(sel[m].tolist())
+    by = [c for c in ("dataset", "model") if c in runs]
+    if "loss" in runs and by:
+        arms = runs.assign(arm=runs.run.where(runs.loss != ref, ref))     # every run its own arm, the ref run 'ce'
+        for m in (m for m in diffs if m in runs):
+            for d in paired_diff(arms, m, by, ref, "arm").itertuples():
+                if d.n: out[d.arm].update({f"{m}_vs_{ref}_mean": d.diff, f"{m}_vs_{ref}_ci": d.half})
+    return {group: {run: {k: None if math.isnan(v) else round(v, 4) for k, v in cell.items()} for run, cell in out.items()}}
+
+# %% ../nbs/04_report.ipynb #931027b5
+def save_metrics(metrics: dict, # what `table_metrics` gives
+                 path, # results/metrics/<table>.json
+                ):
+    "Write `metrics` as JSON (keys sorted, atomically): a metrics file declared in dvc.yaml."
+    with atomic_write(path) as f: json.dump(metrics, f, indent=1, sort_keys=True)
 
 # %% ../nbs/04_report.ipynb #4e3e163d
 def paired_ratio(runs: pd.DataFrame, # one row per seed (`load_runs`)

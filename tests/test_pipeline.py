@@ -1,10 +1,10 @@
 """The DVC pipeline end to end on the `ci` profile, resuming a killed run, early failure on bad settings, and the
-committed results of the default profile: made by the committed code.
+committed results of the default profile: made by the committed code, and quoted right by README.
 
 These tests copy the repository's tracked files to a temporary folder and run `dvc` there, so the
 working tree is never touched. They take a few minutes on 2 CPU cores.
 """
-import json, os, re, shutil, signal, subprocess, sys, time
+import itertools, json, os, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import yaml
@@ -115,10 +115,13 @@ def test_second_repro_does_nothing(checkout):
 def test_dvc_metrics_and_plots_show_the_tables(checkout, tmp_path):
     "The tables' numbers are DVC metrics and the figures DVC plots, so dvc metrics/plots/exp compare experiments."
     shown = sh("dvc metrics show --json", checkout).stdout
-    for key in ("results/metrics/table6_1.json", "synthetic-segnet-pat", "miou_mean", "miou_tail_mean", "miou_ci"): assert key in shown, key
-    ours = json.loads((checkout / "results/metrics/table6_1.json").read_text())["t61"]["synthetic-segnet-pat"]["miou_mean"]
+    for key in ("results/metrics/table6_1.json", "synthetic-segnet-pat", "miou_mean", "miou_tail_mean", "miou_ci", "miou_mid_mean",
+                "miou_vs_ce_mean", "miou_tail_vs_ce_ci"): assert key in shown, key
+    ours = json.loads((checkout / "results/metrics/table6_1.json").read_text())["t61"]["synthetic-segnet-pat"]
     seeds = [_metrics(checkout, "t61", "synthetic-segnet-pat", s)["miou"] for s in (0, 1)]
-    assert ours == pytest.approx(sum(seeds) / 2, abs=1e-4)
+    ce = [_metrics(checkout, "t61", "synthetic-segnet-ce", s)["miou"] for s in (0, 1)]
+    assert ours["miou_mean"] == pytest.approx(sum(seeds) / 2, abs=1e-4)
+    assert ours["miou_vs_ce_mean"] == pytest.approx((seeds[0] - ce[0] + seeds[1] - ce[1]) / 2, abs=1e-4)
     sh(f"dvc plots show -o {tmp_path}/plots", checkout)
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "fig4_5.png" in html and "fig6_3.png" in html
@@ -140,6 +143,71 @@ def test_committed_results_are_fresh(tmp_path):
                       if path in tracked or what not in ("deleted", "not in cache")]
     assert not stale, ("dvc.lock and the committed results are stale: `make repro` and `make bench` on a clean clone, then "
                        f"commit dvc.lock, results/metrics and results/plots (and README's numbers). dvc status: {stale[:12]}")
+
+
+def _readme_table(readme: str, title: str) -> list:
+    "The rows (dicts by column, bold removed) of README's first markdown table after the line starting with `title`."
+    lines = readme.splitlines()
+    after = lines[next(i for i, line in enumerate(lines) if line.startswith(title)) + 1:]
+    is_row = lambda line: line.startswith("|")
+    block = list(itertools.takewhile(is_row, itertools.dropwhile(lambda line: not is_row(line), after)))
+    cells = [[c.strip().replace("**", "") for c in line.strip("|").split("|")] for line in block]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
+def _readme_paragraph(readme: str, start: str) -> str:
+    "README's paragraph that starts with `start`."
+    return next(p for p in readme.split("\n\n") if p.startswith(start))
+
+
+def _quoted(text: str) -> list:
+    "The numbers of a README cell or phrase such as '+3.91 ± 0.62 *', and whether it is starred."
+    return [float(v) for v in re.findall(r"[-+]?\d+\.\d+", text)] + [text.rstrip().endswith("*")]
+
+
+def test_readme_quotes_the_committed_metrics():
+    """README's results of the default profile are those of results/metrics (which `test_committed_results_are_fresh`
+    ties to the code), to the 2 decimals it prints: Table 6.1's mIoU, its class-group table with the differences to CE
+    (and their stars), the ablation's mIoU and class groups and its differences to CE, Tables 6.2 and 6.3's single runs.
+    (Pixel accuracy, Dice error and the rounded numbers of the prose are not in the metrics files: not checked here.)"""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    metrics = {t: json.loads((ROOT / f"results/metrics/{t}.json").read_text()) for t in ("table6_1", "table6_2", "table6_3", "ablation")}
+    t61, ablation = metrics["table6_1"]["t61"], metrics["ablation"]["ablation"]
+    def of(group, name): return next(m for key, m in group.items() if key.endswith(f"-{name}"))   # <dataset>-<model>-<name>
+    def same(text, numbers, starred=False):     # 2 printed decimals of numbers kept to 4
+        *printed, star = _quoted(text)
+        return star == starred and len(printed) == len(numbers) and all(abs(p - n) <= 0.0051 for p, n in zip(printed, numbers))
+    def ci(m, metric): return [m[f"{metric}_mean"], m[f"{metric}_ci"]]
+    def vs_ce(m, metric): return [m[f"{metric}_vs_ce_mean"], m[f"{metric}_vs_ce_ci"]]
+    def starred(m, metric): return abs(m[f"{metric}_vs_ce_mean"]) > m[f"{metric}_vs_ce_ci"]
+    groups = {"mIoU %": "miou", "head mIoU": "miou_head", "mid mIoU": "miou_mid", "tail mIoU": "miou_tail"}
+    rows = _readme_table(readme, "**Table 6.1** (")
+    assert len(rows) == len(t61) and all(same(row["mIoU %"], ci(of(t61, row["loss"]), "miou")) for row in rows), rows
+    rows = _readme_table(readme, "**Table 6.1, class groups")
+    assert len(rows) == len(t61)
+    for row in rows:
+        m = of(t61, row["loss"])
+        assert all(same(row[c], ci(m, g)) for c, g in groups.items()), row
+        for c, g in (("Δ mIoU % vs ce", "miou"), ("Δ tail mIoU vs ce", "miou_tail")):
+            assert row[c] == "(reference)" if row["loss"] == "ce" else same(row[c], vs_ce(m, g), starred(m, g)), (row, c)
+    rows = _readme_table(readme, "**PAT ablation**")
+    assert len(rows) == len(ablation)
+    assert all(same(row[c], ci(of(ablation, row["variant"]), g)) for row in rows for c, g in groups.items()), rows
+    against = [p.strip() for p in _readme_paragraph(readme, "Against CE on the same seed").split(":", 1)[1].split(",")]
+    labels = {"mask-only": "pat-mask-only", "weight-only": "pat-weight-only", "PAT": "pat", "curve of Table 5.1": "pat-curve-table51"}
+    assert len(against) == len(ablation) - 1, against
+    for phrase in against:
+        label = next(label for label in labels if phrase.startswith(label))
+        assert same(phrase[len(label):], vs_ce(of(ablation, labels[label]), "miou")), phrase
+    names = {"ce": "CE", "focal": "focal", "cb": "CB", "cbfocal": "CB-focal", "bms": "BMS", "ldam": "LDAM", "blv": "BLV", "pat": "PAT"}
+    t62 = _readme_paragraph(readme, "**Table 6.2**")
+    for key, m in metrics["table6_2"]["t62"].items():
+        quoted = re.search(rf"\b{names[key.rsplit('-', 1)[1]]} (\d+\.\d+)\b", t62)
+        assert quoted and same(quoted[1], [m["miou_mean"]]), (key, m["miou_mean"], t62)
+    t63 = _readme_paragraph(readme, "**Table 6.3**")
+    for key, m in metrics["table6_3"]["t63"].items():
+        quoted = re.search(rf"(\d+\.\d+) \((?:T = )?{key.rsplit('-T', 1)[1]}\)", t63)
+        assert quoted and same(quoted[1], [m["miou_mean"]]), (key, m["miou_mean"], t63)
 
 
 def _ran(output, train=False):
