@@ -1,0 +1,67 @@
+"""The Python host time of the losses' kernel path, measurable without a GPU (issue 14): CPU tensors so small that
+compute is negligible, Triton's interpreter flag so the modules take the kernel path, and the loss kernel's launch
+replaced by a no-op. What is left is what the host pays per call besides the launch itself (tools/profile_launch.py
+measures the launch on a GPU): the module, `LossSpec`, the buffers, `autograd.Function` and its Python backward.
+Printed beside `F.cross_entropy` and beside the floor of any Python `autograd.Function` (two buffers, backward one
+multiplication), in µs per call, best of 7 rounds.
+
+    python tools/host_overhead.py
+"""
+import os, sys, time
+from pathlib import Path
+os.environ["TRITON_INTERPRET"] = "1"                 # before triton is imported: the kernel path on CPU tensors
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch, torch.nn.functional as F
+from pat.losses import get_loss
+from pat import triton_losses as TL
+
+
+class NoLaunch:
+    "Stands in for the loss kernel: `kernel[grid](*args)` writes only the per-pixel table index PAT's backward gathers with."
+    def __getitem__(self, grid):
+        return lambda *args, **kw: args[3].zero_()
+
+
+class Floor(torch.autograd.Function):
+    "The least a Python autograd.Function costs here: two buffers in forward, one multiplication in backward."
+    @staticmethod
+    def forward(ctx, logits, target):
+        ctx.save_for_backward(torch.empty_like(logits), torch.empty(1))
+        return torch.empty(())
+    @staticmethod
+    def backward(ctx, g):
+        gx, inv = ctx.saved_tensors
+        return gx * (inv * g), None
+
+
+def per_call(fn, n=3000, rounds=7) -> float:
+    "µs per call of `fn`, best of `rounds` rounds of `n` calls after 300 untimed."
+    for _ in range(300): fn()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(n): fn()
+        best = min(best, (time.perf_counter() - t0) / n * 1e6)
+    return best
+
+
+def main():
+    torch.set_num_threads(1)
+    TL.set_kernels(True, cpu=True)
+    TL._loss_kernel = NoLaunch()
+    x = torch.randn(2, 20, 4, 4, requires_grad=True)
+    y = torch.randint(0, 20, (2, 4, 4))
+    counts = [10.0 ** (5 - c / 4) for c in range(20)]
+    calls = {"F.cross_entropy": lambda a, b: F.cross_entropy(a, b, ignore_index=255),
+             "autograd.Function floor": Floor.apply,
+             "softmax_loss_triton (CE)": lambda a, b, spec=TL.LossSpec(): TL.softmax_loss_triton(a, b, spec)}
+    for name in ("ce", "focal", "cb", "ldam", "pat"):
+        calls[f"{name} module, validate=False"] = get_loss(name, validate=False, **({"counts": counts} if name in ("cb", "ldam") else {}))
+    print(f"torch {torch.__version__}, CPU tensors {list(x.shape)}, launch replaced by a no-op; µs per call", flush=True)
+    for name, fn in calls.items():
+        fwd, both = per_call(lambda: fn(x, y)), per_call(lambda: fn(x, y).backward())
+        print(f"{name:32s} forward {fwd:6.1f}   forward+backward {both:6.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
