@@ -277,7 +277,7 @@ def groups_and_diffs(runs: pd.DataFrame, # `load_runs`'s rows
 # %% ../nbs/04_report.ipynb #73c7beaf
 def table_metrics(runs: pd.DataFrame, # `load_runs`'s rows
                   group: str, # the top-level key
-                  metrics=("miou", "miou_head", "miou_mid", "miou_tail"), # the columns averaged
+                  metrics=("miou", "pixel_acc", "dice_error", "miou_head", "miou_mid", "miou_tail"), # the columns averaged
                   diffs=("miou", "miou_tail"), # the columns compared with `ref`
                   ref: str = "ce", # the loss the differences are to
                  ) -> dict:
