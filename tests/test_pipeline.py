@@ -28,9 +28,9 @@ def tracked_files() -> list:
     return [f for f in files if f and (ROOT / f).is_file()]
 
 
-def copy_tracked(dst):
-    "A clean copy of the tracked files at `dst`, as a fresh git repository."
-    for f in tracked_files():
+def copy_tracked(dst, files=None):
+    "A clean copy of the tracked files (or of `files`, a list of them) at `dst`, as a fresh git repository."
+    for f in files or tracked_files():
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
     sh("git init -q && git config user.name t && git config user.email t@t && git add -A && git commit -qm copy", dst)
@@ -132,8 +132,8 @@ def test_committed_results_are_fresh(tmp_path):
     """The results this repository shows were made by its code: on a copy of the tracked files, `dvc status` names no
     tracked file (code, notebooks, params.yaml, and the metrics and plot data git tracks and README quotes) as changed
     since dvc.lock recorded it. The data and the DVC-cached outputs are not in a clone: those may be missing."""
-    dst = copy_tracked(tmp_path / "pat")
-    tracked, stale = set(tracked_files()), []
+    files = tracked_files()
+    dst, tracked, stale = copy_tracked(tmp_path / "pat", files), set(files), []
     for stage, changes in json.loads(sh("dvc status --json", dst).stdout).items():
         for change in changes:
             if isinstance(change, str):
@@ -160,9 +160,9 @@ def _readme_paragraph(readme: str, start: str) -> str:
     return next(p for p in readme.split("\n\n") if p.startswith(start))
 
 
-def _quoted(text: str) -> list:
+def _quoted(text: str) -> tuple[list, bool]:
     "The numbers of a README cell or phrase such as '+3.91 ± 0.62 *', and whether it is starred."
-    return [float(v) for v in re.findall(r"[-+]?\d+\.\d+", text)] + [text.rstrip().endswith("*")]
+    return [float(v) for v in re.findall(r"[-+]?\d+\.\d+", text)], text.rstrip().endswith("*")
 
 
 def test_readme_quotes_the_committed_metrics():
@@ -175,7 +175,7 @@ def test_readme_quotes_the_committed_metrics():
     t61, ablation = metrics["table6_1"]["t61"], metrics["ablation"]["ablation"]
     def of(group, name): return next(m for key, m in group.items() if key.endswith(f"-{name}"))   # <dataset>-<model>-<name>
     def same(text, numbers, starred=False):     # 2 printed decimals of numbers kept to 4
-        *printed, star = _quoted(text)
+        printed, star = _quoted(text)
         return star == starred and len(printed) == len(numbers) and all(abs(p - n) <= 0.0051 for p, n in zip(printed, numbers))
     def ci(m, metric): return [m[f"{metric}_mean"], m[f"{metric}_ci"]]
     def vs_ce(m, metric): return [m[f"{metric}_vs_ce_mean"], m[f"{metric}_vs_ce_ci"]]

@@ -7,13 +7,15 @@ multiplication), in µs per call, best of 7 rounds.
 
     python tools/host_overhead.py
 """
-import os, sys, time
+import os, sys
 from pathlib import Path
 os.environ["TRITON_INTERPRET"] = "1"                 # before triton is imported: the kernel path on CPU tensors
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch, torch.nn.functional as F
 from pat.losses import get_loss
 from pat import triton_losses as TL
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loss_timing import per_call
 
 
 class NoLaunch:
@@ -34,17 +36,6 @@ class Floor(torch.autograd.Function):
         return gx * (inv * g), None
 
 
-def per_call(fn, n=3000, rounds=7) -> float:
-    "µs per call of `fn`, best of `rounds` rounds of `n` calls after 300 untimed."
-    for _ in range(300): fn()
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(n): fn()
-        best = min(best, (time.perf_counter() - t0) / n * 1e6)
-    return best
-
-
 def main():
     torch.set_num_threads(1)
     TL.set_kernels(True, cpu=True)
@@ -59,7 +50,7 @@ def main():
         calls[f"{name} module, validate=False"] = get_loss(name, validate=False, **({"counts": counts} if name in ("cb", "ldam") else {}))
     print(f"torch {torch.__version__}, CPU tensors {list(x.shape)}, launch replaced by a no-op; µs per call", flush=True)
     for name, fn in calls.items():
-        fwd, both = per_call(lambda: fn(x, y)), per_call(lambda: fn(x, y).backward())
+        fwd, both = per_call(lambda: fn(x, y), 3000, 7), per_call(lambda: fn(x, y).backward(), 3000, 7)
         print(f"{name:32s} forward {fwd:6.1f}   forward+backward {both:6.1f}", flush=True)
 
 

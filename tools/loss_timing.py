@@ -1,6 +1,6 @@
 """Timing a loss call as `pat.bench` does (synchronised before and after, forward + backward, names in a rotating
 order), with the host's share: the time until `backward()` returns, before the closing synchronisation. Shared by
-tools/device_check.py (`loss_kernels`), tools/loss_ab.py and tools/profile_launch.py."""
+tools/device_check.py (`loss_kernels`), tools/loss_ab.py, tools/profile_launch.py and tools/host_overhead.py."""
 import time
 import torch
 from pat.bench import power_law_counts
@@ -14,6 +14,17 @@ def long_tailed_batch(shape, seed: int = 0, device="cuda"):
     p = torch.tensor(power_law_counts(C), device=device)
     y = torch.multinomial(p / p.sum(), B * H * W, replacement=True, generator=g).view(B, H, W)
     return x, y
+
+
+def per_call(fn, n: int = 2000, rounds: int = 1, sync=lambda: None) -> float:
+    "µs per call of `fn`: the best of `rounds` rounds of `n` calls (each between two `sync()`s), after max(20, n // 10) untimed."
+    for _ in range(max(20, n // 10)): fn()
+    best = float("inf")
+    for _ in range(rounds):
+        sync(); t0 = time.perf_counter()
+        for _ in range(n): fn()
+        sync(); best = min(best, (time.perf_counter() - t0) / n * 1e6)
+    return best
 
 
 def time_calls(fns: dict, x, y, repeats: int = 40) -> dict:

@@ -4,7 +4,7 @@ and pat.bench's loss timing with and without its two PAT variants beside the eig
 
     python tools/profile_launch.py      # on a GPU machine; prints µs per call of each piece
 """
-import cProfile, io, platform, pstats, sys, time
+import cProfile, functools, io, platform, pstats, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch, torch.nn.functional as F
@@ -12,7 +12,7 @@ import triton, triton.language as tl
 from pat.losses import get_loss
 from pat import triton_losses as TL
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loss_timing import long_tailed_batch, time_calls
+from loss_timing import long_tailed_batch, per_call, time_calls
 
 
 @triton.jit
@@ -20,12 +20,7 @@ def _noop(x_ptr, n):
     tl.store(x_ptr + tl.arange(0, 16), tl.arange(0, 16).to(tl.float32), mask=tl.arange(0, 16) < n)
 
 
-def per_call(fn, n=2000):
-    for _ in range(20): fn()
-    torch.cuda.synchronize(); t0 = time.perf_counter()
-    for _ in range(n): fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
+per_call = functools.partial(per_call, sync=torch.cuda.synchronize)     # µs per call, the GPU's work included
 
 
 def main():
