@@ -140,14 +140,15 @@ class SegLoss(nn.Module):
     def kernel_loss(self, logits, target):
         "The loss from the Triton kernels where they run (CUDA logits, reduction 'mean' or 'sum', a `kernel_spec`), else None."
         if self.reduction == "none" or not (logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"): return None
-        from pat.triton_losses import LossSpec, softmax_loss_triton, use_kernels   # here: triton loads only where it can run
-        spec = self.kernel_spec(logits, target) if use_kernels(logits) else None
+        import pat.triton_losses as kernels                          # here: triton loads only where it can run
+        spec = self.kernel_spec(logits, target) if kernels.use_kernels(logits) else None
         if spec is None: return None
         if self.weight is not None:                                  # W_i gets w_y; 'mean' divides by their sum
             _check_num_classes(self.weight, logits, "weight")
             w = self.weight.to(device=logits.device, dtype=torch.float32)
             spec = dict(spec, weight=w if spec.get("weight") is None else spec["weight"] * w, norm_weight=w)
-        return softmax_loss_triton(logits, target, LossSpec(reduction=self.reduction, ignore_index=self.ignore_index, **spec))
+        spec = kernels.LossSpec(reduction=self.reduction, ignore_index=self.ignore_index, **spec)
+        return kernels.SoftmaxLossFunction.apply(logits, target, spec)   # use_kernels checked what softmax_loss_triton would
 
     def pixel_ce(self, logits, target):
         "Per-pixel $-\\log p_y$, 0 at ignored pixels."

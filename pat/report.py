@@ -293,7 +293,8 @@ def table_metrics(runs: pd.DataFrame, # `load_runs`'s rows
     by = [c for c in ("dataset", "model") if c in runs]
     if "loss" in runs and by:
         arms = runs.assign(arm=runs.run.where(runs.loss != ref, ref))     # every run its own arm, the ref run 'ce'
-        for m in (m for m in diffs if m in runs):
+        for m in diffs:
+            if m not in runs: continue
             for d in paired_diff(arms, m, by, ref, "arm").itertuples():
                 if d.n: out[d.arm].update({f"{m}_vs_{ref}_mean": d.diff, f"{m}_vs_{ref}_ci": d.half})
     return {group: {run: {k: None if math.isnan(v) else round(v, 4) for k, v in cell.items()} for run, cell in out.items()}}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_triton.ipynb #8355d20c
 from __future__ import annotations
-import contextlib, functools, os
+import contextlib, functools, math, os
 from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
@@ -38,13 +38,14 @@ def _cuda() -> bool: return torch.cuda.is_available()      # once: it does not c
 
 def triton_available() -> bool:
     "Whether the kernels can run: triton importable and CUDA available (or `TRITON_INTERPRET=1`)."
-    return HAS_TRITON and (_interpreting() or _cuda())
+    return HAS_TRITON and (_cuda() or _interpreting())
+
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def use_kernels(logits: torch.Tensor) -> bool:
     "Whether a loss module computes on `logits` with the kernels: enabled, non-empty [B, C, ...] half/single precision on CUDA (float64 keeps torch's precision)."
-    if not (_KERNELS["enabled"] and triton_available()) or logits.dim() < 2 or logits.numel() == 0: return False
-    if logits.dtype not in (torch.float32, torch.float16, torch.bfloat16): return False
-    return logits.is_cuda or (_KERNELS["cpu"] and _interpreting() and logits.device.type == "cpu")
+    if not (HAS_TRITON and _KERNELS["enabled"]) or logits.dtype not in _KERNEL_DTYPES or logits.dim() < 2 or logits.numel() == 0: return False
+    return logits.is_cuda or (_KERNELS["cpu"] and logits.device.type == "cpu" and _interpreting())   # CUDA tensors: CUDA is there
 
 # %% ../nbs/11_triton.ipynb #3bba0269
 if HAS_TRITON:
@@ -286,14 +287,19 @@ def _on(device: torch.device):
     if device.type != "cuda" or device.index is None or device.index == torch.cuda.current_device(): return contextlib.nullcontext()
     return torch.cuda.device(device)
 
-_LOCKS = {}
+_WORKSPACES = {}
 
-def _lock(device: torch.device) -> torch.Tensor:
-    "The forward kernel's ticket counter for `device` and its current stream (kernels on one stream run one after another); 0 between calls."
+def _workspace(device: torch.device, n: int) -> tuple[torch.Tensor, ...]:
+    """The forward kernel's scratch for `device` and its current stream, shared by its calls (kernels on one stream run one
+    after another, and each call writes every slot it reads): the ticket counter (0 between calls), and room for `n`
+    partial sums (float32) and counts (int32 for PAT's per-class sums, float32 otherwise). Two allocations fewer a call."""
     key = (device, torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0)
-    lock = _LOCKS.get(key)
-    if lock is None: lock = _LOCKS[key] = torch.zeros(1, dtype=torch.int32, device=device)
-    return lock
+    ws = _WORKSPACES.get(key)
+    if ws is None or ws[1].numel() < n:
+        lock = torch.zeros(1, dtype=torch.int32, device=device) if ws is None else ws[0]
+        ws = _WORKSPACES[key] = (lock, torch.empty(n, dtype=torch.float32, device=device),
+                                 torch.empty(n, dtype=torch.int32, device=device), torch.empty(n, dtype=torch.float32, device=device))
+    return ws
 
 # %% ../nbs/11_triton.ipynb #41ad69d5
 _INDEX_DTYPES = (torch.int32, torch.int64)
@@ -305,43 +311,60 @@ def _tables(spec: LossSpec, dummy: torch.Tensor) -> list:
         return t if t.dtype == torch.float32 and t.device == dummy.device and t.is_contiguous() else t.to(device=dummy.device, dtype=torch.float32).contiguous()
     return [prep(spec.weight), prep(spec.norm_weight), prep(spec.offset), prep(spec.margin), prep(spec.noise)]
 
+def _pixel_stride(t: torch.Tensor) -> int | None:
+    "The one stride that walks the pixels of `t` [B, C, *] in order (0 without pixels), or None where no single stride does."
+    shape, st = t.shape, t.stride()
+    for i in range(2, len(shape) - 1):
+        if shape[i] != 1 and st[i] != st[i + 1] * shape[i + 1]: return None
+    return st[-1] if len(shape) > 2 else 0
+
 class SoftmaxLossFunction(torch.autograd.Function):
     "The value and the gradient $G$ of a `LossSpec` loss from one kernel; backward scales $G$ by the upstream gradient and $1/D$."
     @staticmethod
     def forward(ctx, logits, target, spec):
-        B, C = logits.shape[0], logits.shape[1]
-        x = logits.reshape(B, C, -1)
-        y = target.reshape(B, -1)
-        if y.dtype not in _INDEX_DTYPES: y = y.long()
+        B, C, HW = logits.shape[0], logits.shape[1], math.prod(logits.shape[2:])
+        if target.numel() != B * HW:
+            raise ValueError(f"target {tuple(target.shape)} must be logits {tuple(logits.shape)} without the class dimension 1")
+        x, sxp = logits, _pixel_stride(logits)                         # strides, not views: each view costs host time
+        if sxp is None: x = logits.contiguous(); sxp = _pixel_stride(x)
+        y = target if target.dtype in _INDEX_DTYPES else target.long()
         if not y.is_contiguous(): y = y.contiguous()
-        HW, dev, grad = x.shape[2], x.device, ctx.needs_input_grad[0]
+        dev, grad = x.device, ctx.needs_input_grad[0]
         block_c, block_p, nprog, n_iter = _geometry(B, C, HW, dev)
         seed, base = philox_draw(spec.generator, dev, x.numel()) if spec.noise is not None else (0, 0)
         f32, width, per_index = torch.float32, (C if spec.per_image else 1), spec.per_image and grad
-        gx = torch.empty_like(x, dtype=f32) if grad else x                  # G in the logits' layout (unwritten without GRAD)
-        sidx = torch.empty(B * HW if per_index else 1, dtype=torch.int64, device=dev)
-        part = torch.empty(B * nprog * width, dtype=f32, device=dev)
-        cnt = torch.empty(B * nprog * width, dtype=torch.int32 if spec.per_image else f32, device=dev)
+        gx = torch.empty_like(x, dtype=f32) if grad else x          # G in the logits' shape and layout (unwritten without GRAD)
+        lock, part, icnt, fcnt = _workspace(dev, B * nprog * width)
+        sidx = torch.empty((B, 1, *x.shape[2:]), dtype=torch.int64, device=dev) if per_index else lock   # (unwritten without per_index)
         inv = torch.empty(B * C if spec.per_image else (), dtype=f32, device=dev)
         out = torch.empty((), dtype=f32, device=dev)
         with _on(dev):
-            _loss_kernel[(nprog, B)](x, y, gx, sidx, part, cnt, out, inv, _lock(dev), *_tables(spec, part), C, HW, *x.stride(),
-                                     *gx.stride(), int(spec.ignore_index), n_iter, float(spec.scale), *spec.term_args, seed, base,
-                                     float(spec.sigma), 1.0 / B, HAS_NW=spec.norm_weight is not None, MEAN=spec.reduction == "mean",
+            _loss_kernel[(nprog, B)](x, y, gx, sidx, part, icnt if spec.per_image else fcnt, out, inv, lock, *_tables(spec, part), C, HW,
+                                     x.stride(0), x.stride(1), sxp, gx.stride(0), gx.stride(1), _pixel_stride(gx), int(spec.ignore_index),
+                                     n_iter, float(spec.scale), *spec.term_args, seed, base, float(spec.sigma), 1.0 / B,
+                                     HAS_NW=spec.norm_weight is not None, MEAN=spec.reduction == "mean",
                                      GRAD=grad, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_J=64, **spec.flags)
         if grad:
-            ctx.save_for_backward(gx, inv, sidx)
-            ctx.shape, ctx.dtype, ctx.per_index = logits.shape, logits.dtype, per_index
+            ctx.save_for_backward(gx, inv, sidx) if per_index else ctx.save_for_backward(gx, inv)
+            ctx.dtype = logits.dtype
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
-        gx, inv, sidx = ctx.saved_tensors
-        s = inv * grad_out                                             # g / D (per image and class for PAT's mask sizes)
-        if ctx.per_index: s = s.take(sidx).view(gx.shape[0], 1, gx.shape[2])
-        grad = gx * s if ctx.dtype == torch.float32 else torch.mul(gx, s, out=torch.empty_like(gx, dtype=ctx.dtype))
-        return grad.view(ctx.shape), None, None
+        # G is a constant of the kernel: a gradient of this gradient would be wrong, so (as `once_differentiable` does)
+        # one taken with create_graph=True fails when it is used. Only then: its no_grad costs ~4 µs of host time a call.
+        if torch.is_grad_enabled(): return _backward_once(ctx, grad_out)
+        return _backward(ctx, grad_out)
+
+def _backward(ctx, grad_out):
+    "g G / D in the logits' dtype and shape."
+    gx, inv, *sidx = ctx.saved_tensors
+    s = inv * grad_out                                                 # g / D (per image and class for PAT's mask sizes)
+    if sidx: s = s.take(sidx[0])                                       # per pixel, [B, 1, *]
+    grad = gx * s if ctx.dtype == torch.float32 else torch.mul(gx, s, out=torch.empty_like(gx, dtype=ctx.dtype))
+    return grad, None, None
+
+_backward_once = once_differentiable(_backward)
 
 # %% ../nbs/11_triton.ipynb #4dd4224d
 def softmax_loss_triton(logits: torch.Tensor, # float scores [B,C,*]

@@ -108,16 +108,35 @@ def test_ignore_index_and_target_dtypes(ignore_index, tdtype):
 
 def test_layouts_ranks_and_grad_output():
     x, y = batch((2, 5, 12, 14), seed=3)
+    check(x.to(memory_format=torch.channels_last), y)                               # walked with one stride, no copy
     check(x.to(memory_format=torch.channels_last)[:, :, :6, :7], y[:, :6, :7])      # non-contiguous logits
     check(x[:, :, ::2, ::2], y[:, ::2, ::2])
-    for shape in [(2, 4, 9), (2, 4, 3, 4, 2)]:                                       # 1 and 3 spatial dims
+    check(x[:, :, :6], y.transpose(1, 2).contiguous().transpose(1, 2)[:, :6])      # non-contiguous labels
+    for shape in [(2, 4, 9), (2, 4, 3, 4, 2), (3, 4), (2, 4, 1, 5)]:                 # 1, 3 and no spatial dims, a dim of 1
         check(*batch(shape, seed=4))
+    with pytest.raises(ValueError, match=r"target \(2, 12, 13\) must be logits \(2, 5, 12, 14\)"):
+        softmax_loss_triton(x.to(DEV), y[:, :, :13].to(DEV), LossSpec())
     x = x.to(DEV).requires_grad_()
     for spec in (LossSpec(term="pat", per_image=True), LossSpec(term="focal", gamma=2.0)):   # 1/D per image and class, or one 1/D
         loss = softmax_loss_triton(x, y.to(DEV), spec)
         (g1,) = torch.autograd.grad(loss, x, retain_graph=True)
         (g3,) = torch.autograd.grad(loss, x, grad_outputs=torch.tensor(3.0, device=DEV))   # the stored gradient is not scaled in place
         torch.testing.assert_close(g3, 3 * g1)
+
+
+def test_second_derivative_fails_when_used():
+    "G is a constant of the kernel: a gradient taken with create_graph=True is right, and differentiating it again fails, as `once_differentiable` makes it."
+    x, y = batch((2, 5, 6, 7), seed=13)
+    x, y = x.to(DEV).requires_grad_(), y.to(DEV)
+    for spec in (LossSpec(term="pat", per_image=True), LossSpec(term="ce")):
+        (g,) = torch.autograd.grad(softmax_loss_triton(x, y, spec), x, create_graph=True)
+        (plain,) = torch.autograd.grad(softmax_loss_triton(x, y, spec), x)
+        assert torch.equal(g, plain)
+        with pytest.raises(RuntimeError, match="does not require grad"): g.sum().backward()
+        g1 = torch.ones((), device=DEV, requires_grad=True)                          # an upstream gradient with a graph
+        (g,) = torch.autograd.grad(softmax_loss_triton(x, y, spec), x, grad_outputs=g1, create_graph=True)
+        assert torch.equal(g.detach(), plain)
+        with pytest.raises(RuntimeError, match="once_differentiable"): g.sum().backward()
 
 
 def test_value_without_gradient():

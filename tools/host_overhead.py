@@ -3,7 +3,7 @@ compute is negligible, Triton's interpreter flag so the modules take the kernel 
 replaced by a no-op. What is left is what the host pays per call besides the launch itself (tools/profile_launch.py
 measures the launch on a GPU): the module, `LossSpec`, the buffers, `autograd.Function` and its Python backward.
 Printed beside `F.cross_entropy` and beside the floor of any Python `autograd.Function` (two buffers, backward one
-multiplication), in µs per call, best of 7 rounds.
+multiplication), in µs per call: the best and the median of interleaved rounds (`loss_timing.interleaved`).
 
     python tools/host_overhead.py
 """
@@ -15,13 +15,7 @@ import torch, torch.nn.functional as F
 from pat.losses import get_loss
 from pat import triton_losses as TL
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loss_timing import per_call
-
-
-class NoLaunch:
-    "Stands in for the loss kernel: `kernel[grid](*args)` writes only the per-pixel table index PAT's backward gathers with."
-    def __getitem__(self, grid):
-        return lambda *args, **kw: args[3].zero_()
+from loss_timing import NoLaunch, interleaved
 
 
 class Floor(torch.autograd.Function):
@@ -48,10 +42,16 @@ def main():
              "softmax_loss_triton (CE)": lambda a, b, spec=TL.LossSpec(): TL.softmax_loss_triton(a, b, spec)}
     for name in ("ce", "focal", "cb", "ldam", "pat"):
         calls[f"{name} module, validate=False"] = get_loss(name, validate=False, **({"counts": counts} if name in ("cb", "ldam") else {}))
-    print(f"torch {torch.__version__}, CPU tensors {list(x.shape)}, launch replaced by a no-op; µs per call", flush=True)
+    print(f"torch {torch.__version__}, CPU tensors {list(x.shape)}, launch replaced by a no-op; µs per call, best and median "
+          "of 60 interleaved rounds of 300 calls", flush=True)
+    timed = {}
     for name, fn in calls.items():
-        fwd, both = per_call(lambda: fn(x, y), 3000, 7), per_call(lambda: fn(x, y).backward(), 3000, 7)
-        print(f"{name:32s} forward {fwd:6.1f}   forward+backward {both:6.1f}", flush=True)
+        timed[name, "forward"] = lambda fn=fn: fn(x, y)
+        timed[name, "forward+backward"] = lambda fn=fn: fn(x, y).backward()
+    t = interleaved(timed)
+    for name in calls:
+        (f, fm), (b, bm) = t[name, "forward"], t[name, "forward+backward"]
+        print(f"{name:32s} forward {f:6.1f} ({fm:6.1f})   forward+backward {b:6.1f} ({bm:6.1f})", flush=True)
 
 
 if __name__ == "__main__":

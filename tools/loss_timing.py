@@ -1,6 +1,7 @@
 """Timing a loss call as `pat.bench` does (synchronised before and after, forward + backward, names in a rotating
-order), with the host's share: the time until `backward()` returns, before the closing synchronisation. Shared by
-tools/device_check.py (`loss_kernels`), tools/loss_ab.py, tools/profile_launch.py and tools/host_overhead.py."""
+order), with the host's share: the time until `backward()` returns, before the closing synchronisation. And the host's
+time alone on the CPU, with the kernel launch replaced (`NoLaunch`). Shared by tools/device_check.py (`loss_kernels`),
+tools/loss_ab.py, tools/profile_launch.py and tools/host_overhead.py."""
 import time
 import torch
 from pat.bench import power_law_counts
@@ -25,6 +26,26 @@ def per_call(fn, n: int = 2000, rounds: int = 1, sync=lambda: None) -> float:
         for _ in range(n): fn()
         sync(); best = min(best, (time.perf_counter() - t0) / n * 1e6)
     return best
+
+
+def interleaved(fns: dict, n: int = 300, rounds: int = 60) -> dict:
+    """name -> (best, median) µs per call of `fns[name]()`: in each round every function runs `n` calls, in a rotating
+    order, so that on a noisy machine every function sees the same moments (after `n` untimed calls each)."""
+    for fn in fns.values():
+        for _ in range(n): fn()
+    names, times = list(fns), {k: [] for k in fns}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[k]; t0 = time.perf_counter()
+            for _ in range(n): fn()
+            times[k].append((time.perf_counter() - t0) / n * 1e6)
+    return {k: (min(v), sorted(v)[len(v) // 2]) for k, v in times.items()}
+
+
+class NoLaunch:
+    "Stands in for the loss kernel (host-time measurements): `kernel[grid](*args)` writes only the per-pixel table index PAT's backward gathers with."
+    def __getitem__(self, grid):
+        return lambda *args, **kw: args[3].zero_()
 
 
 def time_calls(fns: dict, x, y, repeats: int = 40) -> dict:

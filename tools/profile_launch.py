@@ -61,9 +61,9 @@ def launch_alone(x, y, spec):
     xx, yy = x.detach().reshape(B, C, -1), y.reshape(B, -1)
     HW = xx.shape[2]
     bc, bp, nprog, n_iter = TL._geometry(B, C, HW, xx.device)
-    part, cnt = torch.empty(B * nprog, device="cuda"), torch.empty(B * nprog, device="cuda")
-    gx, sidx, inv, out = torch.empty_like(xx), torch.empty(1, dtype=torch.int64, device="cuda"), torch.empty((), device="cuda"), torch.empty((), device="cuda")
-    args = (xx, yy, gx, sidx, part, cnt, out, inv, TL._lock(xx.device), *TL._tables(spec, part), C, HW, *xx.stride(), *gx.stride(),
+    lock, part, _, cnt = TL._workspace(xx.device, B * nprog)
+    gx, inv, out = torch.empty_like(xx), torch.empty((), device="cuda"), torch.empty((), device="cuda")
+    args = (xx, yy, gx, lock, part, cnt, out, inv, lock, *TL._tables(spec, part), C, HW, *xx.stride(), *gx.stride(),
             255, n_iter, 1.0, *spec.term_args, 0, 0, 0.0, 1.0 / B)
     kw = dict(HAS_NW=False, MEAN=True, GRAD=True, BLOCK_P=bp, BLOCK_C=bc, BLOCK_J=64, **spec.flags)
     jit = lambda: TL._loss_kernel[(nprog, B)](*args, **kw)
