@@ -59,11 +59,14 @@ pytest: venv
 bench: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro bench
 
-## What the GPU machine needs beside the checkout (see tools/device_check.py): .carry/wheels and .carry/camvid
+## What the GPU machine needs beside the checkout (see tools/device_check.py): .carry/wheels, .carry/camvid, and
+## .carry/old_triton_losses.py, the kernels' host code at AB_OLD (before issue 14's host-time change), for its loss_ab
 CAMVID ?= $(or $(PAT_CAMVID_DIR),../shared/data/camvid)
+AB_OLD ?= 7ab0a2a
 carry: venv
 	$(BIN)/python -m pip download --quiet --no-deps --dest .carry/wheels segmentation-models-pytorch==0.6.0
 	test -d .carry/camvid || $(BIN)/python tools/device_check.py pack-camvid $(CAMVID) .carry/camvid
+	git show $(AB_OLD):pat/triton_losses.py > .carry/old_triton_losses.py
 
 ## On a GPU machine (PyTorch with CUDA): the CUDA tests, a step of every loss x model, a packed slice of the gpu profile
 device-check:
