@@ -55,14 +55,8 @@ def gpu_table(old, new, shape, repeats=60, collect=True):
 
 
 def host_table(old, new):
-    import torch
-    from loss_timing import NoLaunch, interleaved
-    torch.set_num_threads(1)
-    for m in (old, new):
-        m.set_kernels(True, cpu=True)
-        m._loss_kernel = NoLaunch()
-    x = torch.randn(2, 20, 4, 4, requires_grad=True)
-    y = torch.randint(0, 20, (2, 4, 4))
+    from loss_timing import host_only, interleaved
+    x, y = host_only(old, new)
     timed = {n: (lambda fn: lambda: fn(x, y).backward())(fn) for n, fn in loss_calls(old, new, "cpu").items()}
     t = interleaved(timed)
     print(f"## host µs per forward+backward, CPU tensors {list(x.shape)}, launch a no-op: best (median) of 60 interleaved rounds", flush=True)

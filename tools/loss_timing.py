@@ -1,6 +1,6 @@
 """Timing a loss call as `pat.bench` does (synchronised before and after, forward + backward, names in a rotating
 order), with the host's share: the time until `backward()` returns, before the closing synchronisation. And the host's
-time alone on the CPU, with the kernel launch replaced (`NoLaunch`). Shared by tools/device_check.py (`loss_kernels`),
+time alone on the CPU, with the kernel launch replaced (`host_only`). Shared by tools/device_check.py (`loss_kernels`),
 tools/loss_ab.py, tools/profile_launch.py and tools/host_overhead.py."""
 import time
 import torch
@@ -17,35 +17,41 @@ def long_tailed_batch(shape, seed: int = 0, device="cuda"):
     return x, y
 
 
-def per_call(fn, n: int = 2000, rounds: int = 1, sync=lambda: None) -> float:
-    "µs per call of `fn`: the best of `rounds` rounds of `n` calls (each between two `sync()`s), after max(20, n // 10) untimed."
-    for _ in range(max(20, n // 10)): fn()
-    best = float("inf")
-    for _ in range(rounds):
-        sync(); t0 = time.perf_counter()
-        for _ in range(n): fn()
-        sync(); best = min(best, (time.perf_counter() - t0) / n * 1e6)
-    return best
-
-
-def interleaved(fns: dict, n: int = 300, rounds: int = 60) -> dict:
-    """name -> (best, median) µs per call of `fns[name]()`: in each round every function runs `n` calls, in a rotating
-    order, so that on a noisy machine every function sees the same moments (after `n` untimed calls each)."""
+def interleaved(fns: dict, n: int = 300, rounds: int = 60, sync=lambda: None) -> dict:
+    """name -> (best, median) µs per call of `fns[name]()`: in each round every function runs `n` calls (between two
+    `sync()`s), in a rotating order, so that on a noisy machine every function sees the same moments (after `n` untimed
+    calls each)."""
     for fn in fns.values():
         for _ in range(n): fn()
     names, times = list(fns), {k: [] for k in fns}
     for r in range(rounds):
         for k in names[r % len(names):] + names[:r % len(names)]:
-            fn = fns[k]; t0 = time.perf_counter()
+            fn = fns[k]; sync(); t0 = time.perf_counter()
             for _ in range(n): fn()
-            times[k].append((time.perf_counter() - t0) / n * 1e6)
+            sync(); times[k].append((time.perf_counter() - t0) / n * 1e6)
     return {k: (min(v), sorted(v)[len(v) // 2]) for k, v in times.items()}
+
+
+def per_call(fn, n: int = 2000, rounds: int = 1, sync=lambda: None) -> float:
+    "µs per call of `fn` alone: the best of `rounds` rounds of `n` calls (`interleaved` with one function)."
+    return interleaved({fn: fn}, n, rounds, sync)[fn][0]
 
 
 class NoLaunch:
     "Stands in for the loss kernel (host-time measurements): `kernel[grid](*args)` writes only the per-pixel table index PAT's backward gathers with."
     def __getitem__(self, grid):
         return lambda *args, **kw: args[3].zero_()
+
+
+def host_only(*modules):
+    """The host's time alone, on the CPU (TRITON_INTERPRET=1 set before triton was imported): one thread, the kernels
+    used on CPU tensors with their launch a no-op in each of `modules` (pat.triton_losses and its copies), and a batch
+    [2, 20, 4, 4] so small that compute is negligible: (logits, labels)."""
+    torch.set_num_threads(1)
+    for m in modules:
+        m.set_kernels(True, cpu=True)
+        m._loss_kernel = NoLaunch()
+    return torch.randn(2, 20, 4, 4, requires_grad=True), torch.randint(0, 20, (2, 4, 4))
 
 
 def time_calls(fns: dict, x, y, repeats: int = 40) -> dict:
