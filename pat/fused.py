@@ -4,13 +4,12 @@
 
 # %% ../nbs/05_fused.ipynb #41b72e4d
 from __future__ import annotations
-import os
+import functools, os
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 # %% auto #0
-__all__ = ['pixel_weights', 'pixel_terms', 'set_fused_compile', 'PATFusedFunction', 'pat_loss_fused']
+__all__ = ['pixel_weights', 'pixel_terms', 'set_fused_compile', 'first_derivative_only', 'PATFusedFunction', 'pat_loss_fused']
 
 # %% ../nbs/05_fused.ipynb #8b1168d3
 def pixel_weights(label: torch.Tensor, # integer labels [B,H,W]
@@ -66,6 +65,20 @@ def _run_pixel_terms(*args):
         _COMPILE["failed"] = True
         return pixel_terms(*args)
 
+# %% ../nbs/05_fused.ipynb #b4e8f0a2
+def first_derivative_only(instead: str, # what to use for a second derivative, for the error message
+                         ):
+    "Decorator for a `backward` that computes the gradient in closed form: it raises under `create_graph=True`."
+    message = (f"this loss computes its gradient in closed form, which has no derivative of its own, so it cannot be taken "
+               f"with create_graph=True; for a second derivative use {instead}")
+    def decorate(backward):
+        @functools.wraps(backward)
+        def wrapper(ctx, *grads):
+            if torch.is_grad_enabled(): raise RuntimeError(message)    # a graph of the gradient is being built
+            return backward(ctx, *grads)
+        return wrapper
+    return decorate
+
 # %% ../nbs/05_fused.ipynb #0e9a7b2d
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
@@ -84,7 +97,7 @@ class PATFusedFunction(torch.autograd.Function):
         return loss.to(logits.dtype)
 
     @staticmethod
-    @once_differentiable
+    @first_derivative_only("PATLoss(fused=False) or pat_loss_reference")
     def backward(ctx, grad_out):
         logits, target, k = ctx.saved_tensors
         k = (k * grad_out.to(k.dtype)).unsqueeze(1)                    # [B, 1, H, W]

@@ -7,8 +7,7 @@ from __future__ import annotations
 import contextlib, functools, math, os
 from dataclasses import dataclass
 import torch
-from torch.autograd.function import once_differentiable
-from .fused import pat_loss_fused
+from .fused import first_derivative_only, pat_loss_fused
 
 try:
     import triton
@@ -345,26 +344,19 @@ class SoftmaxLossFunction(torch.autograd.Function):
                                      HAS_NW=spec.norm_weight is not None, MEAN=spec.reduction == "mean",
                                      GRAD=grad, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_J=64, **spec.flags)
         if grad:
-            ctx.save_for_backward(gx, inv, sidx) if per_index else ctx.save_for_backward(gx, inv)
+            ctx.save_for_backward(*((gx, inv, sidx) if per_index else (gx, inv)))
             ctx.dtype = logits.dtype
         return out
 
     @staticmethod
+    @first_derivative_only("pat.triton_losses.set_kernels(False), the losses' torch code (PAT: PATLoss(fused=False))")
     def backward(ctx, grad_out):
-        # G is a constant of the kernel: a gradient of this gradient would be wrong, so (as `once_differentiable` does)
-        # one taken with create_graph=True fails when it is used. Only then: its no_grad costs ~4 µs of host time a call.
-        if torch.is_grad_enabled(): return _backward_once(ctx, grad_out)
-        return _backward(ctx, grad_out)
-
-def _backward(ctx, grad_out):
-    "g G / D in the logits' dtype and shape."
-    gx, inv, *sidx = ctx.saved_tensors
-    s = inv * grad_out                                                 # g / D (per image and class for PAT's mask sizes)
-    if sidx: s = s.take(sidx[0])                                       # per pixel, [B, 1, *]
-    grad = gx * s if ctx.dtype == torch.float32 else torch.mul(gx, s, out=torch.empty_like(gx, dtype=ctx.dtype))
-    return grad, None, None
-
-_backward_once = once_differentiable(_backward)
+        "g G / D in the logits' dtype and shape (G is a constant of the kernel: it has no derivative of its own)."
+        gx, inv, *sidx = ctx.saved_tensors
+        s = inv * grad_out                                             # g / D (per image and class for PAT's mask sizes)
+        if sidx: s = s.take(sidx[0])                                   # per pixel, [B, 1, *]
+        grad = gx * s if ctx.dtype == torch.float32 else torch.mul(gx, s, out=torch.empty_like(gx, dtype=ctx.dtype))
+        return grad, None, None
 
 # %% ../nbs/11_triton.ipynb #4dd4224d
 def softmax_loss_triton(logits: torch.Tensor, # float scores [B,C,*]

@@ -344,3 +344,20 @@ def test_no_sync_on_cuda(name, kw, monkeypatch):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(v).item() and torch.isfinite(x.grad).all().item()
+
+
+def test_create_graph_on_cpu():
+    """A gradient taken with create_graph=True: the torch code of every loss differentiates it again (a gradient
+    penalty changes the gradient); PAT's default fused backward, a closed form, refuses at once and names the reference."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 3, (2, 4, 5), generator=g)
+    counts = [500.0, 50.0, 5.0]
+    for name in LOSSES:
+        kw = dict(counts=counts) if name in COUNT_LOSSES else {}
+        loss = get_loss(name, **kw, **({"fused": False} if name == "pat" else {}))(x, y)
+        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+        (penalized,) = torch.autograd.grad(loss + (grad ** 2).sum(), x)
+        assert not torch.allclose(penalized, grad), name
+    with pytest.raises(RuntimeError, match=r"create_graph=True; for a second derivative use PATLoss\(fused=False\)"):
+        torch.autograd.grad(get_loss("pat")(x, y), x, create_graph=True)
