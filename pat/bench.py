@@ -8,11 +8,14 @@ import argparse, gc, json, math, os, platform, resource, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from .losses import LOSSES
-from .report import markdown_table
+try:
+    import pandas as pd
+    from pat.report import markdown_table
+except ImportError as e:                 # the package alone (torch and smp) has no pandas
+    raise ImportError(f"pat.bench needs the pipeline's packages ({e.name} is missing): pip install 'pat-seg[pipeline]'") from e
 from .train import _cpus, proc_status_kb, reset_peak_memory   # one home for the usable cores, reading and resetting the peak
 
 # %% auto #0

@@ -10,12 +10,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'REDUCTIONS', 'BETA', 'PAT_CURVES', 'PAT_NORMALIZE', 'TABLE5_1_P', 'LOSSES',
-           'COUNT_LOSSES', 'set_debug', 'checks_values', 'check_inputs', 'check_number', 'check_choice', 'as_counts',
-           'class_weights_param', 'SegLoss', 'bin_counts', 'CountLoss', 'CELoss', 'focal_term', 'FocalLoss',
-           'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight',
-           'mask_sizes', 'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference', 'PATLoss', 'focal_value',
-           'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss', 'MMSegLoss']
+__all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'REDUCTIONS', 'BETA', 'PAT_CURVES', 'PAT_NORMALIZE', 'BETA_MAX_EXPONENT',
+           'TABLE5_1_P', 'LOSSES', 'COUNT_LOSSES', 'set_debug', 'checks_values', 'check_inputs', 'check_number',
+           'check_choice', 'as_counts', 'class_weights_param', 'SegLoss', 'bin_counts', 'CountLoss', 'CELoss',
+           'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss', 'LDAMLoss',
+           'BLVLoss', 'pat_weight', 'mask_sizes', 'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference',
+           'PATLoss', 'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss', 'MMSegLoss']
 
 # %% ../nbs/00_losses.ipynb #240515cc
 _DEBUG = {"checks": os.environ.get("PAT_DEBUG_CHECKS", "0") == "1"}
@@ -33,10 +33,11 @@ def check_inputs(logits: torch.Tensor, # float scores [B,C,H,W]
                  ignore_index: int = 255, # the label of pixels left out
                 ) -> torch.Tensor:
     "`target` as int64, after a clear error unless `logits` is float [B,C,H,W] and `target` integer [B,H,W] with labels in 0..C-1 or `ignore_index`."
+    kind = lambda v: v.dtype if torch.is_tensor(v) else type(v).__name__         # a numpy array's dtype would read like a tensor's
     if not torch.is_tensor(logits) or not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor [B,C,H,W], got {getattr(logits, 'dtype', type(logits))}")
+        raise TypeError(f"logits must be a floating-point tensor [B,C,H,W], got {kind(logits)}")
     if not torch.is_tensor(target) or target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"target must be an integer tensor of class indices [B,H,W], got {getattr(target, 'dtype', type(target))}")
+        raise TypeError(f"target must be an integer tensor of class indices [B,H,W], got {kind(target)}")
     if logits.dim() < 2 or tuple(target.shape) != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(f"shape mismatch: logits {tuple(logits.shape)} and target {tuple(target.shape)}; "
                          f"target must be logits' shape without the class dimension 1")
@@ -88,9 +89,9 @@ def as_counts(counts, # pixel counts per class (anything `torch.as_tensor` takes
         raise ValueError(f"`{name}` must be finite, non-negative pixel counts for at least 2 classes, got {c.tolist()[:20]}")
     return c.clamp_min(1.0)
 
-def _check_num_classes(buffer: torch.Tensor, logits: torch.Tensor, name: str):
+def _check_num_classes(loss: str, buffer: torch.Tensor, logits: torch.Tensor, name: str):
     if buffer.numel() != logits.shape[1]:
-        raise ValueError(f"`{name}` has {buffer.numel()} classes but logits have C={logits.shape[1]}")
+        raise ValueError(f"{loss} `{name}` has {buffer.numel()} classes but logits have C={logits.shape[1]}")
 
 # %% ../nbs/00_losses.ipynb #367a0520
 REDUCTIONS = ("mean", "sum", "none")
@@ -117,7 +118,9 @@ class SegLoss(nn.Module):
                  weight=None, # optional per-class factors on the terms
                 ):
         super().__init__()
-        self.ignore_index, self.validate = ignore_index, validate
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+            raise TypeError(_bad_param(self.loss_name, "ignore_index", "an integer label (such as 255 or -100)", ignore_index))
+        self.ignore_index, self.validate = int(ignore_index), validate
         self.reduction = check_choice(self.loss_name, "reduction", reduction, REDUCTIONS)
         self.register_buffer("weight", class_weights_param(self.loss_name, weight))
 
@@ -144,7 +147,7 @@ class SegLoss(nn.Module):
         spec = self.kernel_spec(logits, target) if kernels.use_kernels(logits) else None
         if spec is None: return None
         if self.weight is not None:                                  # W_i gets w_y; 'mean' divides by their sum
-            _check_num_classes(self.weight, logits, "weight")
+            _check_num_classes(self.loss_name, self.weight, logits, "weight")
             w = self.weight.to(device=logits.device, dtype=torch.float32)
             spec = dict(spec, weight=w if spec.get("weight") is None else spec["weight"] * w, norm_weight=w)
         spec = kernels.LossSpec(reduction=self.reduction, ignore_index=self.ignore_index, **spec)
@@ -157,7 +160,7 @@ class SegLoss(nn.Module):
     def class_weight_at(self, logits, target):
         "The class weight of each pixel's label (0 at ignored pixels), or None without `weight`."
         if self.weight is None: return None
-        _check_num_classes(self.weight, logits, "weight")
+        _check_num_classes(self.loss_name, self.weight, logits, "weight")
         return self.weight.to(logits).take(self.label_index(target)) * (target != self.ignore_index)
 
     def reduce_pixels(self, per_pixel, target, logits, norm=None):
@@ -202,7 +205,7 @@ class CountLoss(SegLoss):
         if self.batch_counts:
             bins = torch.where(target != self.ignore_index, target, C)          # ignored pixels -> extra bin C
             return bin_counts(bins, C + 1)[:C].double().clamp_min(1.0)
-        _check_num_classes(self.counts, logits, "counts")
+        _check_num_classes(self.loss_name, self.counts, logits, "counts")
         return self.counts
 
     def class_table(self, name: str, logits, compute, dtype=None, params=()):
@@ -372,6 +375,7 @@ class BLVLoss(CountLoss):
 # %% ../nbs/00_losses.ipynb #79901890
 PAT_CURVES = ("eq4.44", "table5.1")
 PAT_NORMALIZE = ("mask", "none")
+BETA_MAX_EXPONENT = 88     # e^88 ~ 1.7e38 is about float32's largest number (3.4e38)
 
 def pat_weight(p: torch.Tensor, # probability of the true class
                T: float = 20.0, # the temperature, > 0
@@ -399,10 +403,12 @@ def check_pat_options(T, # the temperature, > 0
                       curve, # 'eq4.44' or 'table5.1'
                      ):
     "Raise TypeError/ValueError for an invalid PAT option, naming it."
-    check_number("PAT", "T", T, POSITIVE, lambda v: v > 0)
-    check_number("PAT", "eps", eps, FINITE)
+    T, eps = check_number("PAT", "T", T, POSITIVE, lambda v: v > 0), check_number("PAT", "eps", eps, FINITE)
     check_choice("PAT", "normalize", normalize, PAT_NORMALIZE)
     check_choice("PAT", "curve", curve, PAT_CURVES)
+    if curve == "eq4.44" and (1 - eps) / T >= BETA_MAX_EXPONENT:   # beta's largest value, at p = 0: e^{(1-eps)/T}
+        raise ValueError(_bad_param("PAT", "T", f"> (1 - eps) / {BETA_MAX_EXPONENT} = {(1 - eps) / BETA_MAX_EXPONENT:.4g} "
+                                    f"(eps = {eps}), or beta = exp((1-p-eps)/T) overflows float32", T))
 
 def pat_pixel_terms(logits, target, T: float = 20.0, eps: float = 0.0, normalize: str = "mask", curve: str = "eq4.44",
                     detach_weight: bool = False, ignore_index: int = 255):
