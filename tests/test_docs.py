@@ -201,6 +201,15 @@ def test_formulas_are_found_outside_code_only(build_docs):
     assert "`$x$`" in text and "\\$5" in text and "$ b $" in text and "$c$" in text and "$d" in text
 
 
+def test_parameter_table_shows_the_comment_of_kwargs(build_docs):
+    "fastcore's docments leaves `**kwargs, # comment` out; the table takes it from the source (PATLoss passes them to SegLoss)."
+    from pat.losses import PATLoss, get_loss
+    table = build_docs.param_table(PATLoss)
+    assert "<td><code>**kwargs</code></td><td></td><td></td><td>passed to <code>SegLoss</code></td>" in table
+    assert "<td>the temperature, &gt; 0</td>" in table
+    assert build_docs.star_comment(get_loss, "nothing") == ""
+
+
 def test_a_bad_formula_is_reported(built, build_docs):
     html_, errors = build_docs.render_formulas([("\\frac{1", False), ("x^2", True)])
     assert "katex-error" in html_[0] and "katex-display" in html_[1] and "katex-error" not in html_[1]

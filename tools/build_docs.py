@@ -58,16 +58,26 @@ def _inline_md(s: str) -> str:
     return "".join(out).replace("\n", " ")
 
 
+def star_comment(sym, name: str) -> str:
+    "The comment after `*name` or `**name` in `sym`'s source (fastcore's docments leaves those out), or ''."
+    try: src = inspect.getsource(sym.__init__ if inspect.isclass(sym) else sym)
+    except (TypeError, OSError): return ""
+    m = re.search(r"\*\*?" + re.escape(name) + r"\s*,?\s*#\s*(.+)", src)
+    return m.group(1).strip() if m else ""
+
+
 def param_table(sym) -> str:
     "An HTML table of `sym`'s parameters (type, default, docment) and return annotation; '' without parameters."
     try: sig = inspect.signature(sym)
     except (TypeError, ValueError): return ""
+    star_names = {n for n, p in sig.parameters.items() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     try:
         from fastcore.docments import docments
         docs = docments(sym, full=True)
     except Exception: docs = {}
     def doc(name):
         d = docs.get(name, {}).get("docment") if isinstance(docs.get(name), dict) else None
+        if not d and name in star_names: d = star_comment(sym, name)
         return _inline_md(d) if isinstance(d, str) and d else ""
     def show(o):
         if o is inspect.Parameter.empty: return ""
