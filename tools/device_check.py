@@ -252,6 +252,9 @@ def run(carry: Path, out: Path, iterations: int | None, budget: float, dry: bool
         if (carry / "old_triton_losses.py").exists():                 # `make carry` writes it: the A/B's other side
             section("loss_ab", 60, lambda: _subprocess("tools/loss_ab.py: the kernels' host code of .carry/old_triton_losses.py against this tree's",
                     [py, "tools/loss_ab.py", "--old", str(carry / "old_triton_losses.py")], max(30, left() - 70)))
+        section("launch_cache", 90, lambda: [_subprocess("Triton tests through tools/launch_cache.py's CachedLaunch", [py, "tools/launch_cache.py"],
+                max(20, left() - 60)), _subprocess("tools/loss_ab.py: the JIT launch against CachedLaunch, same code",
+                [py, "tools/loss_ab.py", "--old", "pat/triton_losses.py", "--cached-launch"], max(30, left() - 5))])
         section("triton_tests", 30, lambda: _subprocess("Triton tests (all, compiled on CUDA)", [py, "-m", "pytest", "-q", "-rfE", "-x", "-p", "no:cacheprovider",
                 "tests/test_triton.py"], max(20, left() - 5)))
         section("bench", 60, lambda: _subprocess("python -m pat.bench --device cuda", [py, "-m", "pat.bench", "--device", "cuda", "--repeats", "30",
@@ -295,7 +298,7 @@ if __name__ == "__main__":
     r.add_argument("--iterations", type=int, default=0, help="training steps of each run of the slice (default: the profile's)")
     r.add_argument("--budget", type=float, default=480, help="seconds; a section that would overrun them is skipped")
     r.add_argument("--dry-run", action="store_true", help="the same path on the CPU, tiny networks, two steps")
-    r.add_argument("--only", nargs="+", default=(), help="run only these sections (one_step_each, profile_slice, bench, loss_kernels, loss_ab, bench_torch, cuda_tests, triton_tests)")
+    r.add_argument("--only", nargs="+", default=(), help="run only these sections (one_step_each, profile_slice, bench, loss_kernels, loss_ab, launch_cache, bench_torch, cuda_tests, triton_tests)")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     if a.cmd == "pack-camvid": pack_camvid(a.src, a.dst, a.quality)

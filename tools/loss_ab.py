@@ -7,6 +7,8 @@ both sides replaced by a no-op, as in tools/host_overhead.py), in interleaved ro
     python tools/loss_ab.py --old 7ab0a2a --host                              # here, no GPU
     git show 7ab0a2a:pat/triton_losses.py > .carry/old_triton_losses.py        # here, before carrying the tree
     python tools/loss_ab.py --old .carry/old_triton_losses.py                 # on the GPU machine (no .git there)
+    python tools/loss_ab.py --old pat/triton_losses.py --cached-launch          # GPU: the same code, new side launching
+                                                                               # through tools/launch_cache.py
 """
 import argparse, gc, importlib.util, os, subprocess, sys, tempfile
 from pathlib import Path
@@ -68,12 +70,16 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--old", required=True, help="a git revision, or a copy of its pat/triton_losses.py")
     ap.add_argument("--host", action="store_true", help="on the CPU: host time alone, launches replaced by a no-op")
+    ap.add_argument("--cached-launch", action="store_true", help="the new side launches its kernel through tools/launch_cache.py (GPU)")
     a = ap.parse_args()
     if a.host: os.environ["TRITON_INTERPRET"] = "1"            # before triton is imported: the kernel path on CPU tensors
     import torch
     from pat import triton_losses as new
     old = load_old(a.old)
-    print(f"old: {a.old}, new: the working tree; torch {torch.__version__}, " +
+    if a.cached_launch:
+        from launch_cache import CachedLaunch
+        new._loss_kernel = CachedLaunch(new._loss_kernel)
+    print(f"old: {a.old}, new: the working tree{' through CachedLaunch' if a.cached_launch else ''}; torch {torch.__version__}, " +
           (torch.cuda.get_device_name() if not a.host else "CPU ") +
           next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"), flush=True)
     if a.host: host_table(old, new)
