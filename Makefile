@@ -34,6 +34,7 @@ lock:
 ## each stage numbered [stage k of n] (python -m pat.repro: counted from dvc status and dvc dag, see nbs/12_repro.ipynb).
 ## The loss benchmark is left out (no table needs it; it wants a quiet machine): `make bench`
 repro: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro profile
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $$($(BIN)/dvc stage list --name-only | grep -E '^(source|prepare|stats)@' | tr '\n' ' ')
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pat.train pack $(PACK)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pat.repro --skip bench

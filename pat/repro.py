@@ -8,7 +8,7 @@ import json, re, subprocess, sys
 
 # %% auto #0
 __all__ = ['EDGE', 'NODE', 'STAGE_LINE', 'dag_edges', 'dag_stages', 'pending_stages', 'number_stages', 'dvc_output',
-           'skip_targets', 'count_pending', 'repro', 'main']
+           'skip_targets', 'count_pending', 'repro', 'check_profile', 'main']
 
 # %% ../nbs/12_repro.ipynb #9eeb5244
 EDGE, NODE = re.compile(r'^"([^"]+)" -> "([^"]+)";$'), re.compile(r'^"([^"]+)";$')
@@ -101,6 +101,26 @@ def repro(dvc: str = "dvc", # the dvc command
             p.wait(); return 130
     return p.returncode
 
+# %% ../nbs/12_repro.ipynb #6b2d8f04
+def check_profile(params_file="params.yaml", # the params file `python -m pat.pipeline use` wrote
+                  profiles_dir=None, # the profiles' folder (None: pat.pipeline's)
+                 ) -> str:
+    """The name of the profile `params_file` was written from, after checking that this profile (with base.yaml and
+    the dataset defaults) still gives the same settings; a ValueError naming the sections that differ and the
+    command that rewrites the file otherwise."""
+    import yaml
+    from pat.pipeline import PROFILES_DIR, expand_profile, load_profile
+    from pat.schema import read_yaml
+    params = read_yaml(params_file)
+    name = params.get("profile")
+    if not isinstance(name, str): raise ValueError(f"{params_file} names no profile: write it with `python -m pat.pipeline use <name>`")
+    expected = yaml.safe_load(yaml.safe_dump(expand_profile(load_profile(name, profiles_dir or PROFILES_DIR))))
+    differ = [k for k in dict.fromkeys([*expected, *params]) if expected.get(k) != params.get(k)]
+    if differ:
+        raise ValueError(f"{params_file} is not what profile {name!r} gives now ({', '.join(differ)} differ): run "
+                         f"`python -m pat.pipeline use {name}` to write it again (it overwrites one-off edits)")
+    return name
+
 # %% ../nbs/12_repro.ipynb #35bd7c55
 def main(argv=None):
     "CLI: `python -m pat.repro` runs `dvc repro` in the current folder with its stages numbered; exits with dvc's status."
@@ -108,8 +128,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m pat.repro", description="dvc repro, each stage numbered [stage k of n] "
                                  "(counted from dvc status and dvc dag; for dvc repro's own options, run dvc repro itself).")
     ap.add_argument("--skip", nargs="+", default=[], metavar="STAGE", help="leave out these stages and those downstream of them (make repro: bench)")
+    ap.add_argument("--check-profile", action="store_true", help="only check that params.yaml is what its profile gives (the `profile` stage)")
     a = ap.parse_args(argv)
-    try: raise SystemExit(repro(skip=a.skip))
+    try:
+        if a.check_profile: print(f"params.yaml: what profile {check_profile()!r} gives"); return
+        raise SystemExit(repro(skip=a.skip))
     except (ValueError, RuntimeError) as e: raise SystemExit(f"error: {e}")
 
 # %% ../nbs/12_repro.ipynb #edcd022b

@@ -145,6 +145,19 @@ def test_committed_results_are_fresh(tmp_path):
                        f"commit dvc.lock, results/metrics and results/plots (and README's numbers). dvc status: {stale[:12]}")
 
 
+def test_an_edited_profile_is_not_up_to_date(tmp_path):
+    """A profile edited without `python -m pat.pipeline use` leaves params.yaml as it was: the `profile` stage then
+    shows in `dvc status`, and `dvc repro` fails there naming the command, until params.yaml is written again."""
+    dst = copy_tracked(tmp_path / "pat")
+    f = dst / "profiles" / "default.yaml"
+    f.write_text(f.read_text().replace("  iterations: 800\n", "  iterations: 801\n", 1))
+    assert "profile" in json.loads(sh("dvc status --json", dst).stdout)
+    r = sh("dvc repro profile", dst, check=False)
+    assert r.returncode != 0 and "run `python -m pat.pipeline use default`" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    sh("python -m pat.pipeline use default && dvc repro profile", dst)
+    assert "profile" not in json.loads(sh("dvc status --json", dst).stdout)
+
+
 def _readme_table(readme: str, title: str) -> list:
     "The rows (dicts by column, bold removed) of README's first markdown table after the line starting with `title`."
     lines = readme.splitlines()
