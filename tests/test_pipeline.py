@@ -146,6 +146,21 @@ def test_committed_results_are_fresh(tmp_path):
                        f"commit dvc.lock, results/metrics and results/plots (and README's numbers). dvc status: {stale[:12]}")
 
 
+def test_notebook_stages_depend_on_the_modules_their_notebooks_import():
+    "Each table or figure stage lists every pat module its notebook imports among its deps, so a change there reruns it."
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    checked = 0
+    for name, stage in stages.items():
+        notebook = next((d for d in stage.get("deps", []) if str(d).startswith("nbs/experiments/")), None)
+        if "foreach" in stage or notebook is None: continue
+        source = "".join("".join(c["source"]) for c in json.loads((ROOT / notebook).read_text())["cells"])
+        imported = set(re.findall(r"^\s*(?:from|import) pat\.(\w+)", source, re.M))
+        missing = sorted(f"pat/{m}.py" for m in imported if f"pat/{m}.py" not in stage["deps"])
+        assert not missing, f"stage {name} imports {missing} without depending on it"
+        checked += 1
+    assert checked == 7
+
+
 def test_an_edited_profile_is_not_up_to_date(tmp_path):
     """A profile edited without `python -m pat.pipeline use` leaves params.yaml as it was: the `profile` stage then
     shows in `dvc status`, and `dvc repro` fails there naming the command, until params.yaml is written again."""
