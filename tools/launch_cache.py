@@ -1,14 +1,21 @@
 """Issue 14 experiment: launch the loss kernel through the compiled kernel Triton's JIT returned, skipping the JIT's
 per-call work (binding and specialising ~33 arguments, building its cache key: 28 µs of host time a launch on an H200
 host, against 10 µs through the compiled kernel; tools/profile_launch.py). Not used by pat/: the next GPU session
-measures it end to end (`python tools/loss_ab.py --old HEAD --cached-launch`) and runs the kernel tests with it before
+measures it end to end (`python tools/loss_ab.py --old pat/triton_losses.py --cached-launch`) and runs the kernel tests with it before
 anything lands.
 
 It is correct only if the cache key is at least as fine as what the JIT specialises a kernel on. That is, per runtime
 argument: a tensor's dtype and whether its address is a multiple of 16; an integer's value class (equal to 1, a multiple
-of 16, in int32 / uint64 range); the type of anything else; and the constexpr keywords. `spec_key` keys on exactly
-those; tests/test_launch_cache.py checks it against Triton's own `native_specialize_impl` on the CPU."""
+of 16, its int32 / int64 / uint64 range); the type of anything else; and the constexpr keywords. `spec_key` keys on exactly
+those; tests/test_launch_cache.py checks it against Triton's own `native_specialize_impl` on the CPU.
+
+What it can save, on the CPU (`python tools/launch_cache.py --host`: a stand-in driver, the launch a no-op; this
+machine, 2026-11-28, two runs): JIT 22.0 / 26.5 µs, CachedLaunch 17.5 / 17.8 µs, of which `spec_key` over the 33
+arguments is 10.1 µs. So the key, not the launch, is now the cost; a key over only the arguments that can change
+between calls (the logits, labels and class tables, the integers) would be the next step if the GPU A/B shows the
+launch worth it."""
 import torch
+
 
 def int_range(a: int) -> int:
     "0: int32, 1: int64, 2: beyond (Triton: uint64 up to 2**64 - 1)."
@@ -39,9 +46,60 @@ class CachedLaunch:
         return launch
 
 
+def host_times(rounds: int = 15) -> dict:
+    """On the CPU: µs per launch of the loss kernel's arguments ([2,20,4,4], CE) through Triton's JIT and through
+    `CachedLaunch`, with a stand-in driver and a compiled kernel whose launch is a no-op, and of `spec_key` alone: the
+    host's share of each path (a real launch adds the same driver call to both; an H200 host paid 28 µs through the JIT)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from loss_timing import interleaved
+    import triton
+    from triton.runtime import driver
+    from triton.backends.compiler import GPUTarget
+    import pat.triton_losses as TL
+
+    class Driver:
+        def get_current_device(self): return 0
+        def get_current_stream(self, device): return 0
+        def get_current_target(self): return GPUTarget("cuda", 90, 32)
+
+    class Compiled:                                   # what the JIT returns, its launch a no-op
+        function = packed_metadata = None
+        def launch_metadata(self, grid, stream, *args): return None
+        def run(self, *args): pass
+        def __getitem__(self, grid):
+            return lambda *args: self.run(*grid, 0, self.function, self.packed_metadata, self.launch_metadata(grid, 0, *args), None, None, *args)
+
+    driver.set_active(Driver())
+    torch.cuda.current_device = lambda: 0
+    kernel = TL._loss_kernel
+    def compile_stub(key, signature, device, constexprs, options, attrs, warmup):
+        compiled = kernel.device_caches[device][0][key] = Compiled(); return compiled
+    kernel._do_compile = compile_stub
+    B, C, HW = 2, 20, 16
+    x, y, spec = torch.randn(B, C, HW), torch.randint(0, C, (B, HW)), TL.LossSpec()
+    _, block_p, nprog, n_iter = TL._geometry_for(B, C, HW, -1, None, None)
+    lock, part, _, cnt = TL._workspace(x.device, B * nprog)
+    gx, inv, out = torch.empty_like(x), torch.empty(()), torch.empty(())
+    args = (x, y, gx, lock, part, cnt, out, inv, lock, *TL._tables(spec, part), C, HW, *x.stride(), *gx.stride(), 255, n_iter,
+            1.0, *spec.term_args, 0, 0, 0.0, 1.0 / B)
+    kw = dict(HAS_NW=False, MEAN=True, GRAD=True, BLOCK_P=block_p, BLOCK_C=triton.next_power_of_2(C), BLOCK_J=64, **spec.flags)
+    cached = CachedLaunch(kernel)
+    fns = {"JIT": lambda: kernel[(nprog, B)](*args, **kw), "CachedLaunch": lambda: cached[(nprog, B)](*args, **kw),
+           "spec_key alone": lambda: spec_key(args)}
+    for fn in fns.values(): fn()                      # compile (the stub) and fill the cache
+    torch.set_num_threads(1)
+    print(f"{len(args)} runtime arguments; µs per launch, best (median) of {rounds} interleaved rounds of 2000", flush=True)
+    times = interleaved(fns, 2000, rounds)
+    for name, (best, median) in times.items(): print(f"{name:15s} {best:6.1f} ({median:6.1f})", flush=True)
+    return times
+
+
 if __name__ == "__main__":          # on a GPU: the Triton tests with every loss-kernel launch going through CachedLaunch
     import sys
     from pathlib import Path
+    if sys.argv[1:] == ["--host"]: host_times(); sys.exit(0)      # on the CPU: the host's share of each path
     import pytest
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
