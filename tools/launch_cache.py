@@ -53,8 +53,7 @@ def host_times(rounds: int = 15) -> dict:
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from loss_timing import interleaved
-    import triton
+    from loss_timing import interleaved, loss_kernel_call
     from triton.runtime import driver
     from triton.backends.compiler import GPUTarget
     import pat.triton_losses as TL
@@ -77,16 +76,9 @@ def host_times(rounds: int = 15) -> dict:
     def compile_stub(key, signature, device, constexprs, options, attrs, warmup):
         compiled = kernel.device_caches[device][0][key] = Compiled(); return compiled
     kernel._do_compile = compile_stub
-    B, C, HW = 2, 20, 16
-    x, y, spec = torch.randn(B, C, HW), torch.randint(0, C, (B, HW)), TL.LossSpec()
-    _, block_p, nprog, n_iter = TL._geometry_for(B, C, HW, -1, None, None)
-    lock, part, _, cnt = TL._workspace(x.device, B * nprog)
-    gx, inv, out = torch.empty_like(x), torch.empty(()), torch.empty(())
-    args = (x, y, gx, lock, part, cnt, out, inv, lock, *TL._tables(spec, part), C, HW, *x.stride(), *gx.stride(), 255, n_iter,
-            1.0, *spec.term_args, 0, 0, 0.0, 1.0 / B)
-    kw = dict(HAS_NW=False, MEAN=True, GRAD=True, BLOCK_P=block_p, BLOCK_C=triton.next_power_of_2(C), BLOCK_J=64, **spec.flags)
+    grid, args, kw = loss_kernel_call(torch.randn(2, 20, 4, 4), torch.randint(0, 20, (2, 4, 4)), TL.LossSpec())
     cached = CachedLaunch(kernel)
-    fns = {"JIT": lambda: kernel[(nprog, B)](*args, **kw), "CachedLaunch": lambda: cached[(nprog, B)](*args, **kw),
+    fns = {"JIT": lambda: kernel[grid](*args, **kw), "CachedLaunch": lambda: cached[grid](*args, **kw),
            "spec_key alone": lambda: spec_key(args)}
     for fn in fns.values(): fn()                      # compile (the stub) and fill the cache
     torch.set_num_threads(1)

@@ -68,3 +68,20 @@ def time_calls(fns: dict, x, y, repeats: int = 40) -> dict:
             wall[n].append(time.perf_counter() - t0); host[n].append(t1 - t0)
     med = lambda v: sorted(v)[len(v) // 2] * 1e3
     return {n: (med(wall[n]), med(host[n]), min(wall[n]) * 1e3) for n in names}
+
+
+def loss_kernel_call(x, y, spec):
+    """The loss kernel's grid, runtime arguments and constexprs for logits `x` [B, C, *] and labels `y`, as
+    `SoftmaxLossFunction.forward` builds them (with a gradient, reduction 'mean', no noise; buffers made once here):
+    for launching the kernel alone (tools/profile_launch.py, tools/launch_cache.py). `spec.ignore_index` as given."""
+    import pat.triton_losses as TL
+    B, C = x.shape[:2]
+    xx, yy = x.detach().reshape(B, C, -1), y.reshape(B, -1)
+    HW = xx.shape[2]
+    block_c, block_p, nprog, n_iter = TL._geometry(B, C, HW, xx.device)
+    lock, part, _, cnt = TL._workspace(xx.device, B * nprog)
+    gx, inv, out = torch.empty_like(xx), torch.empty((), device=xx.device), torch.empty((), device=xx.device)
+    args = (xx, yy, gx, lock, part, cnt, out, inv, lock, *TL._tables(spec, part), C, HW, *xx.stride(), *gx.stride(),
+            spec.ignore_index, n_iter, 1.0, *spec.term_args, 0, 0, 0.0, 1.0 / B)
+    kw = dict(HAS_NW=False, MEAN=True, GRAD=True, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_J=64, **spec.flags)
+    return (nprog, B), args, kw

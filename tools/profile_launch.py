@@ -12,7 +12,7 @@ import triton, triton.language as tl
 from pat.losses import get_loss
 from pat import triton_losses as TL
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loss_timing import long_tailed_batch, per_call, time_calls
+from loss_timing import long_tailed_batch, loss_kernel_call, per_call, time_calls
 
 
 @triton.jit
@@ -57,21 +57,13 @@ def main():
 
 def launch_alone(x, y, spec):
     "The loss kernel's launch alone (buffers made once): through Triton's JIT, and through the compiled kernel the JIT returns."
-    B, C = x.shape[:2]
-    xx, yy = x.detach().reshape(B, C, -1), y.reshape(B, -1)
-    HW = xx.shape[2]
-    bc, bp, nprog, n_iter = TL._geometry(B, C, HW, xx.device)
-    lock, part, _, cnt = TL._workspace(xx.device, B * nprog)
-    gx, inv, out = torch.empty_like(xx), torch.empty((), device="cuda"), torch.empty((), device="cuda")
-    args = (xx, yy, gx, lock, part, cnt, out, inv, lock, *TL._tables(spec, part), C, HW, *xx.stride(), *gx.stride(),
-            255, n_iter, 1.0, *spec.term_args, 0, 0, 0.0, 1.0 / B)
-    kw = dict(HAS_NW=False, MEAN=True, GRAD=True, BLOCK_P=bp, BLOCK_C=bc, BLOCK_J=64, **spec.flags)
-    jit = lambda: TL._loss_kernel[(nprog, B)](*args, **kw)
+    grid, args, kw = loss_kernel_call(x, y, spec)
+    jit = lambda: TL._loss_kernel[grid](*args, **kw)
     print(f"_loss_kernel launch through the JIT ({len(args)} arguments): {per_call(jit):.1f} us", flush=True)
     compiled = jit()
     full = [{**dict(zip(TL._loss_kernel.arg_names, args)), **kw}[n] for n in TL._loss_kernel.arg_names]
     try:
-        runner = compiled[(nprog, B, 1)]
+        runner = compiled[(*grid, 1)]
         print(f"_loss_kernel launch through the compiled kernel: {per_call(lambda: runner(*full)):.1f} us", flush=True)
     except Exception as e: print(f"compiled kernel launch failed: {type(e).__name__}: {e}", flush=True)
 
