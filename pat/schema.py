@@ -10,7 +10,7 @@ import yaml
 
 # %% auto #0
 __all__ = ['ParamsError', 'fail', 'got', 'integer', 'number', 'boolean', 'string', 'anything', 'choice', 'optional', 'either',
-           'list_of', 'keys', 'read_file', 'read_yaml']
+           'list_of', 'keys', 'read_file', 'UniqueKeyLoader', 'read_yaml']
 
 # %% ../nbs/09_schema.ipynb #b5b15fad
 class ParamsError(ValueError):
@@ -113,12 +113,23 @@ def read_file(path) -> bytes:
     if not Path(path).is_file(): raise ParamsError(f"{path}: file not found")
     return Path(path).read_bytes()
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    "yaml's SafeLoader, but a key given twice in one mapping is an error (`yaml.safe_load` silently keeps the last)."
+    def construct_mapping(self, node, deep=False):
+        first = {}
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=True)
+            if not isinstance(key, (str, int, float, bool, type(None))): continue   # SafeLoader rejects the unhashable ones
+            if key in first: raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice (first on line {first[key] + 1})", k.start_mark)
+            first[key] = k.start_mark.line
+        return super().construct_mapping(node, deep)
+
 def read_yaml(path, # the YAML file
               text: str | None = None, # its content, when the caller has read it already (`read_file`; None: read `path`)
              ) -> dict:
-    "A YAML file as a dict; a missing file or a syntax error is a ParamsError naming the file (and the line)."
+    "A YAML file as a dict; a missing file, a syntax error or a key given twice is a ParamsError naming the file (and the line)."
     path = Path(path)
-    try: data = yaml.safe_load(read_file(path).decode() if text is None else text)
+    try: data = yaml.load(read_file(path).decode() if text is None else text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ParamsError(f"{path}: not valid YAML{f' (line {mark.line + 1})' if mark else ''}: {getattr(e, 'problem', e)}") from None
