@@ -18,9 +18,9 @@ from .schema import (ParamsError, anything, boolean, choice, either, fail, got, 
 # %% auto #0
 __all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATION', 'GROUPS', 'THESIS_GRID', 'TRAIN_DEFAULTS',
            'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'SECTIONS', 'RUN_REQUIRED', 'RUN_SPEC', 'GENERATED', 'PROFILES_DIR',
-           'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'check_run', 'resolve_run', 'check_params',
-           'resolve_params', 'load_params', 'source_stages', 'run_entry', 'extend_seeds', 'row_of', 'expand_profile',
-           'deep_merge', 'profile_names', 'load_profile', 'use_profile', 'run_settings', 'main']
+           'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'run_spec', 'check_run', 'resolve_run',
+           'check_params', 'resolve_params', 'load_params', 'source_stages', 'run_entry', 'extend_seeds', 'row_of',
+           'expand_profile', 'deep_merge', 'profile_names', 'load_profile', 'use_profile', 'run_settings', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
 ALL_LOSSES = tuple(LOSSES)       # ce focal cb cbfocal bms ldam blv pat
@@ -63,8 +63,9 @@ def model_options(model: str):
     return check
 
 def _loss_keys(cls) -> list[str]:
-    names = {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
-    return sorted(names - {"self", "kwargs", "counts", "generator", "ignore_index", "validate", "reduction", "weight"})
+    names = {n for c in cls.__mro__ if "__init__" in vars(c) for n, p in inspect.signature(c.__init__).parameters.items()
+             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}   # not `*args`, `**kwargs`
+    return sorted(names - {"self", "counts", "generator", "ignore_index", "validate", "reduction", "weight"})
 
 def loss_params(loss: str):
     "Check of the parameters of `loss`: its constructor's keyword arguments and the constructor's own checks."
@@ -100,13 +101,17 @@ RUN_REQUIRED = ("dataset", "model", "loss")
 RUN_SPEC = {"dataset": anything, "model": anything, "loss": anything, "model_options": anything, "loss_params": anything,
             "seeds": list_of(integer(0), 1, unique=True), **TRAIN_SPEC}
 
+def run_spec(enabled=None, # the dataset names allowed (None or empty: all of `DEFAULTS`)
+            ) -> dict:
+    "`RUN_SPEC` with the dataset, model and loss checked against the names that exist (the datasets: those enabled)."
+    return {**RUN_SPEC, "dataset": choice(*(enabled or DEFAULTS)), "model": choice(*MODEL_NAMES), "loss": choice(*ALL_LOSSES)}
+
 def check_run(run: dict, # the run's full settings (`resolve_run`)
               path: str = "run", # its key path, for the error message
               enabled=None, # the dataset names allowed (None or empty: all of `DEFAULTS`)
              ) -> dict:
     "Check one run's full settings (see `resolve_run`); return them with the training defaults filled in."
-    keys({**RUN_SPEC, "dataset": choice(*(enabled or DEFAULTS)), "model": choice(*MODEL_NAMES), "loss": choice(*ALL_LOSSES)},
-         required=RUN_REQUIRED)(run, path)
+    keys(run_spec(enabled), required=RUN_REQUIRED)(run, path)
     model_options(run["model"])(run.get("model_options", {}), f"{path}.model_options")
     loss_params(run["loss"])(run.get("loss_params", {}), f"{path}.loss_params")
     return {"model_options": {}, "loss_params": {}, **TRAIN_DEFAULTS, **run}
@@ -122,9 +127,6 @@ def resolve_run(params: dict, # the params file's content
             "loss": run["loss"], "loss_params": {**params["losses"].get(run["loss"], {}), **run.get("loss_params", {})},
             "seeds": list(run["seeds"]), **params["train"], **own}
 
-def _entry(v, path):
-    keys(RUN_SPEC, required=(*RUN_REQUIRED, "seeds"))(v, path)
-
 def check_params(params: dict, # the params file's content
                  where: str = "params.yaml", # the file's name, to start the error message
                 ) -> dict:
@@ -139,7 +141,7 @@ def check_params(params: dict, # the params file's content
             if not isinstance(v, dict) or not v: fail(path, f"expected at least one run, {got(v)}")
             for k, run in v.items():
                 if "." in str(k): fail(f"{path}.{k}", "run names cannot contain '.' (DVC reads it as nesting)")
-                _entry(run, f"{path}.{k}")
+                keys(run_spec(enabled), required=(*RUN_REQUIRED, "seeds"))(run, f"{path}.{k}")
         keys({"profile": string, "description": string, "datasets": _names(*DEFAULTS), "data": keys(data, required=["enabled"]),
               "bench": keys(BENCH_SPEC), **{s: make() for s, make in SECTIONS.items()}, **{g: group for g in GROUPS}},
              required=("profile", "data", *SECTIONS, *GROUPS))(params, "")
