@@ -5,6 +5,7 @@
 # %% ../nbs/03_train.ipynb #40307c70
 from __future__ import annotations
 import ctypes, hashlib, json, math, os, random, re, resource, shutil, signal, sys, time
+import importlib.metadata
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,13 +24,14 @@ try: from dvclive import Live
 except ImportError: Live = None     # optional: the pipeline has it; a bare GPU machine may not
 
 # %% auto #0
-__all__ = ['CODE_FILES', 'confusion_matrix', 'segmentation_metrics', 'group_miou', 'RunConfig', 'run_config', 'config_hash',
-           'code_hash', 'data_hash', 'run_key', 'dataset_root', 'RunData', 'open_data', 'batch_indices', 'flip_batch',
-           'TrainBatches', 'pick_device', 'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint',
-           'proc_status_kb', 'reset_peak_memory', 'peak_memory_mb', 'progress_bar', 'evaluate', 'colorize',
-           'class_legend', 'save_prediction_figure', 'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer',
-           'die_with_parent', 'cpu_workers', 'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds', 'share',
-           'run_share', 'pending_jobs', 'default_per_device', 'pack', 'main']
+__all__ = ['CODE_FILES', 'NUMERIC_LIBRARIES', 'confusion_matrix', 'segmentation_metrics', 'group_miou', 'RunConfig', 'run_config',
+           'config_hash', 'code_hash', 'data_hash', 'pick_device', 'environment_hash', 'run_key', 'dataset_root',
+           'RunData', 'open_data', 'batch_indices', 'flip_batch', 'TrainBatches', 'seed_everything', 'torch_threads',
+           'save_checkpoint', 'load_checkpoint', 'proc_status_kb', 'reset_peak_memory', 'peak_memory_mb',
+           'progress_bar', 'evaluate', 'colorize', 'class_legend', 'save_prediction_figure', 'finished_metrics',
+           'truncate_logs', 'train_run', 'StepTimer', 'die_with_parent', 'cpu_workers', 'run_jobs', 'device_slots',
+           'seed_dir', 'publish', 'train_seeds', 'share', 'run_share', 'pending_jobs', 'default_per_device', 'pack',
+           'main']
 
 # %% ../nbs/03_train.ipynb #9b2e30e7
 def confusion_matrix(pred: torch.Tensor, # predicted classes, any shape
@@ -112,13 +114,33 @@ def data_hash(meta: dict, # the dataset's meta.json (`load_meta`)
     return _hash({"meta": {k: meta.get(k) for k in ("sha256", "classes", "ignore_index", "image_size", "splits")},
                   "stats": {k: stats.get(k) for k in ("counts", "groups")}})
 
+# %% ../nbs/03_train.ipynb #2357bf21
+def pick_device(device: str = "auto") -> torch.device:
+    "CUDA when available (or asked for), else CPU."
+    if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available(): raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    return torch.device(device)
+
+# %% ../nbs/03_train.ipynb #e7a1c0d3
+NUMERIC_LIBRARIES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy")   # what computes a run's numbers
+
+def _version(package: str) -> str | None:
+    try: return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError: return None
+
+def environment_hash(device: str = "auto", # the run's `device` setting
+                    ) -> str:
+    "A short hash of the device type a run trains on (`pick_device`) and the versions of `NUMERIC_LIBRARIES`."
+    return _hash({"device": pick_device(device).type, **{p: _version(p) for p in NUMERIC_LIBRARIES}})
+
 # %% ../nbs/03_train.ipynb #f8847e0c
 def run_key(cfg: Mapping, # the run's checked settings (`run_config`)
             meta: dict, # its dataset's meta.json
             stats: dict, # its dataset's stats.json
            ) -> dict:
     "The hashes that decide whether a finished run or a checkpoint may be reused; `key` combines them."
-    parts = {"config_hash": config_hash(cfg), "data_hash": data_hash(meta, stats), "code_hash": code_hash()}
+    parts = {"config_hash": config_hash(cfg), "data_hash": data_hash(meta, stats), "code_hash": code_hash(),
+             "environment_hash": environment_hash(cfg["device"])}
     return {**parts, "key": _hash(parts)}
 
 # %% ../nbs/03_train.ipynb #d20cdf8b
@@ -204,13 +226,6 @@ class TrainBatches:
         else: images, masks = map(torch.stack, zip(*(self.ds[int(i)] for i in idx)))
         if self.cfg["flip"]: images, masks = flip_batch(images, masks, step, self.seed)
         return images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)
-
-# %% ../nbs/03_train.ipynb #2357bf21
-def pick_device(device: str = "auto") -> torch.device:
-    "CUDA when available (or asked for), else CPU."
-    if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available(): raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-    return torch.device(device)
 
 # %% ../nbs/03_train.ipynb #bdbb1220
 def seed_everything(seed: int):

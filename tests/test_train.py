@@ -86,13 +86,19 @@ def _mtime(out): return (out / "metrics.json").stat().st_mtime_ns
 def test_finished_run_is_reused_only_when_settings_data_and_code_are_unchanged(data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     first = train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
-    assert set(first) >= {"run_key", "config_hash", "data_hash", "code_hash"}
+    assert set(first) >= {"run_key", "config_hash", "data_hash", "code_hash", "environment_hash"}
     stamp = _mtime(out)
     assert train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False) == first and _mtime(out) == stamp
     # other code: trained again
     monkeypatch.setattr(T, "code_hash", lambda: "0" * 16)
     again = train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
     assert _mtime(out) != stamp and again["code_hash"] == "0" * 16 and again["run_key"] != first["run_key"]
+    monkeypatch.undo()
+    # another device type or library version: trained again (a CUDA bf16 seed is no CPU result)
+    real = T._version
+    monkeypatch.setattr(T, "_version", lambda package: "0.0" if package == "torch" else real(package))
+    other_env = train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
+    assert other_env["environment_hash"] != first["environment_hash"] and other_env["run_key"] != first["run_key"]
     monkeypatch.undo()
     # other data (the generator's seed): trained again, to other numbers
     other = tmp_path / "other"
@@ -115,10 +121,13 @@ STATS = {"counts": [100, 10, 1], "groups": {"head": [0], "mid": [1], "tail": [2]
 
 def test_run_key_of_a_fixed_config_is_pinned(monkeypatch):
     monkeypatch.setattr(T, "code_hash", lambda: "0" * 16)      # the code part changes with any edit of CODE_FILES
+    devices = []
+    monkeypatch.setattr(T, "environment_hash", lambda device: devices.append(device) or "1" * 16)   # and this one with the machine
     cfg = run_config(CFG)
     assert T.config_hash(cfg) == "de85e9e1a35f0119" and T.data_hash(META, STATS) == "3c38c58554fa7db0"
     assert T.run_key(cfg, META, STATS) == {"config_hash": "de85e9e1a35f0119", "data_hash": "3c38c58554fa7db0",
-                                           "code_hash": "0" * 16, "key": "71b46acc4ac48c1a"}
+                                           "code_hash": "0" * 16, "environment_hash": "1" * 16, "key": "c673dd5d911cdfe9"}
+    assert devices == ["auto"]                                   # the run's device setting, resolved by environment_hash
     # the checked settings are the dict they were (metrics.json records it, in this order), and checked once
     assert list(cfg.settings) == ["model_options", "loss_params", "lr", "batch_size", "iterations", "checkpoint_every",
                                   "eval_batch_size", "num_workers", "flip", "n_predictions", "log_every", "device", "threads",
