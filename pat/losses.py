@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_losses.ipynb #54dcea81
 from __future__ import annotations
-import math, numbers, os
+import inspect, math, numbers, os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,16 +28,17 @@ def checks_values(target: torch.Tensor) -> bool:
     "Whether `check_inputs` reads the labels of `target`: on CPU always, on other devices in debug mode only."
     return _DEBUG["checks"] or target.device.type == "cpu"
 
+def _kind(v): return v.dtype if torch.is_tensor(v) else type(v).__name__   # a numpy array's dtype would read like a tensor's
+
 def check_inputs(logits: torch.Tensor, # float scores [B,C,H,W]
                  target: torch.Tensor, # integer labels [B,H,W]
                  ignore_index: int = 255, # the label of pixels left out
                 ) -> torch.Tensor:
     "`target` as int64, after a clear error unless `logits` is float [B,C,H,W] and `target` integer [B,H,W] with labels in 0..C-1 or `ignore_index`."
-    kind = lambda v: v.dtype if torch.is_tensor(v) else type(v).__name__         # a numpy array's dtype would read like a tensor's
     if not torch.is_tensor(logits) or not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor [B,C,H,W], got {kind(logits)}")
+        raise TypeError(f"logits must be a floating-point tensor [B,C,H,W], got {_kind(logits)}")
     if not torch.is_tensor(target) or target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"target must be an integer tensor of class indices [B,H,W], got {kind(target)}")
+        raise TypeError(f"target must be an integer tensor of class indices [B,H,W], got {_kind(target)}")
     if logits.dim() < 2 or tuple(target.shape) != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(f"shape mismatch: logits {tuple(logits.shape)} and target {tuple(target.shape)}; "
                          f"target must be logits' shape without the class dimension 1")
@@ -133,6 +134,14 @@ class SegLoss(nn.Module):
         if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
             with torch.autocast(device, enabled=False): return self.loss(logits, target)
         return self.loss(logits, target)
+
+    def extra_repr(self) -> str:
+        "What `repr` shows: the loss's own parameters, then SegLoss's where they differ from the default (`PATLoss(T=2.0, ...)`)."
+        names = dict.fromkeys(n for c in type(self).__mro__ if "__init__" in vars(c) and issubclass(c, SegLoss)
+                              for n, p in inspect.signature(c.__init__).parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD)
+        base = inspect.signature(SegLoss.__init__).parameters
+        return ", ".join(f"{n}={getattr(self, n)!r}" for n in names if n not in ("self", "counts", "generator", "weight")
+                         and (n not in base or getattr(self, n) != base[n].default))
 
     def loss(self, logits, target): raise NotImplementedError
 
