@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from unittest.mock import patch
 from pathlib import Path
 import yaml
-from .files import params_stamp
+from .files import die_with_parent, params_stamp
 from .schema import read_file, read_yaml
 
 # %% auto #0
@@ -92,7 +92,9 @@ def check_params_file(path, # the params file
 # %% ../nbs/10_runner.ipynb #5ed0e453
 def main(argv=None):
     """CLI: `python -m pat.runner NOTEBOOK OUTPUT [-p NAME VALUE ...]` (values parsed as YAML). A `params_file`
-    parameter is checked before the notebook starts; any failure prints one line and exits with status 1."""
+    parameter is checked before the notebook starts; any failure prints one line and exits with status 1.
+    The runner dies with its parent (`dvc repro`), and its kernel with it."""
+    die_with_parent(os.getppid())
     import argparse
     ap = argparse.ArgumentParser(prog="python -m pat.runner", description="Execute a notebook with papermill parameters (as the DVC stages do).")
     ap.add_argument("notebook", help="the notebook to execute, e.g. nbs/experiments/table6_1.ipynb")

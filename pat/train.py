@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train.ipynb #40307c70
 from __future__ import annotations
-import ctypes, hashlib, json, math, os, random, re, resource, shutil, signal, sys, time
+import hashlib, json, math, os, random, re, resource, shutil, sys, time
 import importlib.metadata
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -19,19 +19,19 @@ from .prepared import load_meta
 from .losses import get_loss, COUNT_LOSSES
 from .models import build_model
 from .pipeline import GROUPS, ParamsError, TRAIN_DEFAULTS, check_run, load_params
-from .files import atomic_write, source_hash
+from .files import LOCK_FILE, atomic_write, die_with_parent, hold_folder, source_hash
 try: from dvclive import Live
 except ImportError: Live = None     # optional: the pipeline has it; a bare GPU machine may not
 
 # %% auto #0
-__all__ = ['CODE_FILES', 'NUMERIC_LIBRARIES', 'confusion_matrix', 'segmentation_metrics', 'group_miou', 'RunConfig', 'run_config',
-           'config_hash', 'code_hash', 'data_hash', 'pick_device', 'environment_hash', 'run_key', 'dataset_root',
-           'RunData', 'open_data', 'batch_indices', 'flip_batch', 'TrainBatches', 'seed_everything', 'torch_threads',
-           'save_checkpoint', 'load_checkpoint', 'proc_status_kb', 'reset_peak_memory', 'peak_memory_mb',
-           'progress_bar', 'evaluate', 'colorize', 'class_legend', 'save_prediction_figure', 'finished_metrics',
-           'truncate_logs', 'train_run', 'StepTimer', 'die_with_parent', 'cpu_workers', 'run_jobs', 'device_slots',
-           'seed_dir', 'publish', 'train_seeds', 'share', 'run_share', 'pending_jobs', 'default_per_device', 'pack',
-           'main']
+__all__ = ['CODE_FILES', 'NUMERIC_LIBRARIES', 'CHECKPOINT_TMP', 'confusion_matrix', 'segmentation_metrics', 'group_miou',
+           'RunConfig', 'run_config', 'config_hash', 'code_hash', 'data_hash', 'pick_device', 'environment_hash',
+           'run_key', 'dataset_root', 'RunData', 'open_data', 'batch_indices', 'flip_batch', 'TrainBatches',
+           'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint', 'proc_status_kb',
+           'reset_peak_memory', 'peak_memory_mb', 'progress_bar', 'evaluate', 'colorize', 'class_legend',
+           'save_prediction_figure', 'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer', 'cpu_workers',
+           'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds', 'share', 'run_share', 'pending_jobs',
+           'default_per_device', 'pack', 'main']
 
 # %% ../nbs/03_train.ipynb #9b2e30e7
 def confusion_matrix(pred: torch.Tensor, # predicted classes, any shape
@@ -241,12 +241,13 @@ def torch_threads(n: int):
     finally: torch.set_num_threads(before)
 
 # %% ../nbs/03_train.ipynb #07c0f78b
+CHECKPOINT_TMP = ".checkpoint.pt.*.tmp"   # `atomic_write`'s temporary files of checkpoint.pt
+
 def save_checkpoint(path, # the checkpoint file
                     **state, # what to save, by name
                    ):
-    "torch.save to a temporary file, then rename: a kill never leaves a broken checkpoint."
-    path = Path(path); tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp); os.replace(tmp, path)
+    "torch.save to a temporary file of its own, then rename (`atomic_write`): a kill never leaves a broken checkpoint."
+    with atomic_write(path, "wb") as f: torch.save(state, f)
 
 # %% ../nbs/03_train.ipynb #15c3d8b6
 def load_checkpoint(path, # the checkpoint file
@@ -439,12 +440,14 @@ def train_run(cfg: Mapping, # the run's settings (`run_config` checks a dict; a 
     device = pick_device(cfg["device"])
     data = data or open_data(cfg["dataset"], data_root, stats_root)
     key = data.key(cfg)
-    if (done := finished_metrics(out, key["key"])) is not None:
-        if on_step: on_step(cfg["iterations"])
-        return done
-    out.mkdir(parents=True, exist_ok=True)
-    with torch_threads(cfg["threads"]):
-        return _train(cfg, seed, out, device, data, key, progress, stop_after, on_step)
+    if (done := finished_metrics(out, key["key"])) is None:            # a finished seed is read without holding its folder
+        with hold_folder(out, "training in"):                           # one trainer per folder: a second fails at once
+            if (done := finished_metrics(out, key["key"])) is None:     # (unless the last holder has just finished)
+                for stale in out.glob(CHECKPOINT_TMP): stale.unlink()   # a killed save's: no one else writes here
+                with torch_threads(cfg["threads"]):
+                    return _train(cfg, seed, out, device, data, key, progress, stop_after, on_step)
+    if on_step: on_step(cfg["iterations"])
+    return done
 
 # %% ../nbs/03_train.ipynb #ae893cf8
 class StepTimer:
@@ -537,12 +540,6 @@ def _train(cfg, seed, out, device, data, key, progress, stop_after, on_step):
 # %% ../nbs/03_train.ipynb #72fe5919
 _STEPS = None   # in a worker: the shared array of steps done per job, read by the parent's progress bar
 
-def die_with_parent(parent: int):
-    "Linux: have the kernel SIGKILL this process when its parent dies (elsewhere: nothing)."
-    try: ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError): return
-    if os.getppid() != parent: os._exit(1)                             # the parent died before prctl took effect
-
 def _init_worker(steps, live_end_lock, parent):
     global _STEPS, _LIVE_END_LOCK
     die_with_parent(parent)
@@ -605,10 +602,10 @@ def seed_dir(work_root, # the work folders' root (the DVC stages: runs/.work)
 def publish(work, # a finished seed's work folder
             out, # where its outputs go (replaced)
            ) -> Path:
-    "Copy a finished seed's outputs from its work folder `work` to `out`, without the checkpoint; `out` is replaced."
+    "Copy a finished seed's outputs from its work folder `work` to `out`, without the checkpoint or lock; `out` is replaced."
     out = Path(out)
     if out.exists(): shutil.rmtree(out)
-    shutil.copytree(work, out, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    shutil.copytree(work, out, ignore=shutil.ignore_patterns("checkpoint.pt", CHECKPOINT_TMP, LOCK_FILE))
     return out
 
 # %% ../nbs/03_train.ipynb #06423083

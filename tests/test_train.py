@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 from pat.data import write_stats
+from pat.files import FolderBusy
 from pat.losses import LOSSES
 from pat.synthetic import prepare_synthetic
 import pat.train as T
@@ -207,6 +208,26 @@ def test_seed_workers_die_with_their_parent(data, tmp_path):
         time.sleep(0.2)
         alive = [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in Path(f"/proc/{c}/stat").read_text().split()[2]]
     assert not alive, f"seed workers {alive} outlived their parent"
+
+
+def test_a_second_trainer_of_a_seed_folder_fails_at_once_naming_the_first(data, tmp_path):
+    "An orphan still training in a work folder and a restarted stage: the second trainer refuses, naming the first's pid."
+    out = tmp_path / "seed0"
+    script = textwrap.dedent(f"""
+        from pat.train import train_run
+        train_run(dict({CFG!r}, iterations=100000, checkpoint_every=100000), 0, {str(out)!r}, {str(data / 'prepared')!r}, {str(data / 'stats')!r}, progress=False)
+    """)
+    first = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "dvclive").exists(): time.sleep(0.2)   # it holds the folder and trains
+    try:
+        assert first.poll() is None, "the first trainer ended early"
+        with pytest.raises(FolderBusy, match=f"process {first.pid} is training in {out} .*kill {first.pid}"):
+            train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
+    finally:
+        first.kill(); first.wait()
+    m = train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)   # its lock died with it
+    assert m["steps"] == CFG["iterations"] and not (out / ".lock").exists()
 
 
 def test_pack_trains_each_distinct_seed_once_in_disjoint_shares(data, tmp_path):
