@@ -4,14 +4,14 @@
 
 # %% ../nbs/08_files.ipynb #e6db5366
 from __future__ import annotations
-import ctypes, fcntl, hashlib, os, signal, tempfile
+import ctypes, fcntl, hashlib, importlib.metadata, os, signal, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 import pat
 
 # %% auto #0
-__all__ = ['CHECK_CODE', 'LOCK_FILE', 'umask', 'apply_umask', 'atomic_write', 'source_hash', 'params_stamp', 'project_root',
-           'FolderBusy', 'hold_folder', 'die_with_parent']
+__all__ = ['CHECK_CODE', 'LOCK_FILE', 'umask', 'apply_umask', 'temp_pattern', 'atomic_write', 'source_hash', 'package_version',
+           'params_stamp', 'project_root', 'FolderBusy', 'hold_folder', 'die_with_parent']
 
 # %% ../nbs/08_files.ipynb #197f2759
 def umask() -> int:
@@ -32,13 +32,22 @@ def apply_umask(path) -> Path:
                 if not os.path.islink(q): os.chmod(q, mode(q))
     return path
 
+def _temp_affixes(name: str) -> tuple[str, str]: return f".{name}.", ".tmp"   # mkstemp's prefix and suffix
+
+def temp_pattern(name: str, # a file's name
+                ) -> str:
+    "The glob pattern of `atomic_write`'s temporary files for a file named `name` (e.g. to remove a killed writer's)."
+    prefix, suffix = _temp_affixes(name)
+    return f"{prefix}*{suffix}"
+
 @contextmanager
 def atomic_write(path, # the file to write
                  mode: str = "w", # `open`'s mode: 'w' or 'wb'
                 ):
     "Open a temporary file beside `path` for writing; rename it to `path` only if the block succeeds."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix, suffix = _temp_affixes(path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     try:
         apply_umask(tmp)
         with os.fdopen(fd, mode) as f: yield f
@@ -56,6 +65,12 @@ def source_hash(names, # the modules' file names in the package
     for name in names: h.update((Path(pat.__file__).parent / name).read_bytes())
     return h.hexdigest()
 
+def package_version(name: str, # an installed distribution's name, e.g. 'numpy'
+                   ) -> str | None:
+    "The installed version of package `name`, None when it is not installed."
+    try: return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError: return None
+
 CHECK_CODE = ("schema.py", "pipeline.py", "prepared.py", "losses.py", "models.py")   # the code a params check runs (data.<name>: pat.prepared)
 
 def params_stamp(path, # the params file
@@ -64,9 +79,7 @@ def params_stamp(path, # the params file
                 ) -> Path:
     """The file that marks params file `path` as checked: named by the hash of its bytes, the checking code
     (`CHECK_CODE`) and smp's version (whose signatures check the models' options). It exists once the check passed."""
-    from importlib.metadata import PackageNotFoundError, version
-    try: smp = version("segmentation-models-pytorch")
-    except PackageNotFoundError: smp = ""
+    smp = package_version("segmentation-models-pytorch") or ""
     digest = source_hash(CHECK_CODE, (Path(path).read_bytes() if data is None else data) + smp.encode())
     return Path(cache_dir or Path.home() / ".cache" / "pat" / "params-checked") / digest
 

@@ -139,9 +139,10 @@ def check_params(params: dict, # the params file's content
                 "sources": keys({d: string for d in DEFAULTS}), **{d: dataset_settings(d) for d in DEFAULTS}}
         def group(v, path):
             if not isinstance(v, dict) or not v: fail(path, f"expected at least one run, {got(v)}")
+            entry = keys(run_spec(enabled), required=(*RUN_REQUIRED, "seeds"))
             for k, run in v.items():
                 if "." in str(k): fail(f"{path}.{k}", "run names cannot contain '.' (DVC reads it as nesting)")
-                keys(run_spec(enabled), required=(*RUN_REQUIRED, "seeds"))(run, f"{path}.{k}")
+                entry(run, f"{path}.{k}")
         keys({"profile": string, "description": string, "datasets": _names(*DEFAULTS), "data": keys(data, required=["enabled"]),
               "bench": keys(BENCH_SPEC), **{s: make() for s, make in SECTIONS.items()}, **{g: group for g in GROUPS}},
              required=("profile", "data", *SECTIONS, *GROUPS))(params, "")

@@ -5,7 +5,6 @@
 # %% ../nbs/03_train.ipynb #40307c70
 from __future__ import annotations
 import hashlib, json, math, os, random, re, resource, shutil, sys, time
-import importlib.metadata
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,15 +18,15 @@ from .prepared import load_meta
 from .losses import get_loss, COUNT_LOSSES
 from .models import build_model
 from .pipeline import GROUPS, ParamsError, TRAIN_DEFAULTS, check_run, load_params
-from .files import LOCK_FILE, atomic_write, die_with_parent, hold_folder, source_hash
+from .files import LOCK_FILE, atomic_write, die_with_parent, hold_folder, package_version, source_hash, temp_pattern
 try: from dvclive import Live
 except ImportError: Live = None     # optional: the pipeline has it; a bare GPU machine may not
 
 # %% auto #0
-__all__ = ['CODE_FILES', 'NUMERIC_LIBRARIES', 'CHECKPOINT_TMP', 'confusion_matrix', 'segmentation_metrics', 'group_miou',
-           'RunConfig', 'run_config', 'config_hash', 'code_hash', 'data_hash', 'pick_device', 'environment_hash',
-           'run_key', 'dataset_root', 'RunData', 'open_data', 'batch_indices', 'flip_batch', 'TrainBatches',
-           'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint', 'proc_status_kb',
+__all__ = ['CODE_FILES', 'NUMERIC_LIBRARIES', 'CHECKPOINT', 'CHECKPOINT_TMP', 'confusion_matrix', 'segmentation_metrics',
+           'group_miou', 'RunConfig', 'run_config', 'config_hash', 'code_hash', 'data_hash', 'pick_device',
+           'environment_hash', 'run_key', 'dataset_root', 'RunData', 'open_data', 'batch_indices', 'flip_batch',
+           'TrainBatches', 'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint', 'proc_status_kb',
            'reset_peak_memory', 'peak_memory_mb', 'progress_bar', 'evaluate', 'colorize', 'class_legend',
            'save_prediction_figure', 'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer', 'cpu_workers',
            'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds', 'share', 'run_share', 'pending_jobs',
@@ -124,14 +123,10 @@ def pick_device(device: str = "auto") -> torch.device:
 # %% ../nbs/03_train.ipynb #e7a1c0d3
 NUMERIC_LIBRARIES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy")   # what computes a run's numbers
 
-def _version(package: str) -> str | None:
-    try: return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError: return None
-
 def environment_hash(device: str = "auto", # the run's `device` setting
                     ) -> str:
     "A short hash of the device type a run trains on (`pick_device`) and the versions of `NUMERIC_LIBRARIES`."
-    return _hash({"device": pick_device(device).type, **{p: _version(p) for p in NUMERIC_LIBRARIES}})
+    return _hash({"device": pick_device(device).type, **{p: package_version(p) for p in NUMERIC_LIBRARIES}})
 
 # %% ../nbs/03_train.ipynb #f8847e0c
 def run_key(cfg: Mapping, # the run's checked settings (`run_config`)
@@ -241,7 +236,8 @@ def torch_threads(n: int):
     finally: torch.set_num_threads(before)
 
 # %% ../nbs/03_train.ipynb #07c0f78b
-CHECKPOINT_TMP = ".checkpoint.pt.*.tmp"   # `atomic_write`'s temporary files of checkpoint.pt
+CHECKPOINT = "checkpoint.pt"                 # in a seed's work folder while it trains
+CHECKPOINT_TMP = temp_pattern(CHECKPOINT)    # `atomic_write`'s temporary files of it (a killed save's)
 
 def save_checkpoint(path, # the checkpoint file
                     **state, # what to save, by name
@@ -486,7 +482,7 @@ def _train(cfg, seed, out, device, data, key, progress, stop_after, on_step):
         model, torch.backends.cudnn.benchmark = model.to(memory_format=torch.channels_last), True
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=True)   # one fused update, not a loop over the tensors: ~10-17% faster CPU steps
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["iterations"])
-    step, first_loss, ckpt = 0, None, out / "checkpoint.pt"
+    step, first_loss, ckpt = 0, None, out / CHECKPOINT
     if ckpt.exists():
         state = load_checkpoint(ckpt, device)
         if state.get("run_key") == key["key"] and state["seed"] == seed:
@@ -605,7 +601,7 @@ def publish(work, # a finished seed's work folder
     "Copy a finished seed's outputs from its work folder `work` to `out`, without the checkpoint or lock; `out` is replaced."
     out = Path(out)
     if out.exists(): shutil.rmtree(out)
-    shutil.copytree(work, out, ignore=shutil.ignore_patterns("checkpoint.pt", CHECKPOINT_TMP, LOCK_FILE))
+    shutil.copytree(work, out, ignore=shutil.ignore_patterns(CHECKPOINT, CHECKPOINT_TMP, LOCK_FILE))
     return out
 
 # %% ../nbs/03_train.ipynb #06423083

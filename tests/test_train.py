@@ -96,8 +96,8 @@ def test_finished_run_is_reused_only_when_settings_data_and_code_are_unchanged(d
     assert _mtime(out) != stamp and again["code_hash"] == "0" * 16 and again["run_key"] != first["run_key"]
     monkeypatch.undo()
     # another device type or library version: trained again (a CUDA bf16 seed is no CPU result)
-    real = T._version
-    monkeypatch.setattr(T, "_version", lambda package: "0.0" if package == "torch" else real(package))
+    real = T.package_version
+    monkeypatch.setattr(T, "package_version", lambda package: "0.0" if package == "torch" else real(package))
     other_env = train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
     assert other_env["environment_hash"] != first["environment_hash"] and other_env["run_key"] != first["run_key"]
     monkeypatch.undo()
