@@ -84,7 +84,22 @@ def load_runs(runs_dir, # the group's folder of runs (`runs/<group>`)
             rows.append({"run": key, "seed": seed, "dataset": c["dataset"], "model": c["model"], "loss": c["loss"],
                          "T": c["loss_params"].get("T"), **{k: v for k, v in m.items() if not isinstance(v, (list, dict))},
                          "iou": m["iou"], "val_miou": m.get("val", {}).get("miou")})
+    _check_one_environment(rows, group)
     return pd.DataFrame(rows)
+
+def _check_one_environment(rows: list, group: str):
+    """A table compares its rows, so all its seeds must come from one environment (device type, library versions:
+    `environment_hash`) and, per dataset, from the same data (`data_hash`): DVC reruns no stage when only those
+    change, so otherwise one row retrained elsewhere (on a GPU in bfloat16, under another torch) would sit beside
+    rows from the first machine, unsaid."""
+    for what, by in (("environment_hash", None), ("data_hash", "dataset")):
+        parts = {}
+        for r in rows: parts.setdefault(r.get(by) if by else None, {}).setdefault(r.get(what), []).append(f"{r['run']} seed {r['seed']}")
+        for part, seen in parts.items():
+            if len(seen) > 1:
+                which = "; ".join(f"{h}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''} ({len(v)} seeds)" for h, v in seen.items())
+                raise StaleRunError(f"the seeds of `{group}`{f' on {part}' if part else ''} come from {len(seen)} values of {what} ({which}); "
+                                    f"retrain the odd ones in one environment (dvc repro -f train_{group}@<run>)")
 
 # %% ../nbs/04_report.ipynb #63f01e53
 def seed_ranges(seeds) -> str:
