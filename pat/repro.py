@@ -22,13 +22,16 @@ def dag_stages(dot: str) -> list[str]:
     found = [m.groups() for line in dot.splitlines() if (m := NODE.match(line.strip()) or EDGE.match(line.strip()))]
     return list(dict.fromkeys(name for names in found for name in names))
 
-def pending_stages(changed, # the stages that changed (`dvc status --json`'s keys)
+def pending_stages(changed, # the stages that changed (`dvc status --json`, or its keys)
                    edges, # `(upstream, downstream)` stage pairs
                   ) -> set[str]:
-    "The stages in `changed` (the keys of `dvc status --json`) and every stage downstream of one of them along `edges`."
+    """The stages in `changed` (`dvc status --json`) and every stage downstream of one of them along `edges`; but a
+    stage reported only as "always changed" (`environment`, `source@<dataset>`: rerun at every repro, their output
+    seldom changes) is counted without what is downstream of it (which, when it does change, runs unnumbered)."""
     down = {}
     for up, dn in edges: down.setdefault(up, []).append(dn)
-    todo, seen = list(changed), set(changed)
+    always = {s for s, c in changed.items() if c == ["always changed"]} if isinstance(changed, dict) else set()
+    todo, seen = [s for s in changed if s not in always], set(changed)
     while todo:
         for dn in down.get(todo.pop(), []):
             if dn not in seen: seen.add(dn); todo.append(dn)

@@ -25,12 +25,12 @@ except ImportError: Live = None     # optional: the pipeline has it; a bare GPU 
 # %% auto #0
 __all__ = ['CODE_FILES', 'NUMERIC_LIBRARIES', 'CHECKPOINT', 'CHECKPOINT_TMP', 'confusion_matrix', 'segmentation_metrics',
            'group_miou', 'RunConfig', 'run_config', 'config_hash', 'code_hash', 'data_hash', 'pick_device',
-           'environment_hash', 'run_key', 'dataset_root', 'RunData', 'open_data', 'batch_indices', 'flip_batch',
-           'TrainBatches', 'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint', 'proc_status_kb',
-           'reset_peak_memory', 'peak_memory_mb', 'progress_bar', 'evaluate', 'colorize', 'class_legend',
-           'save_prediction_figure', 'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer', 'cpu_workers',
-           'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds', 'share', 'run_share', 'pending_jobs',
-           'default_per_device', 'pack', 'main']
+           'environment', 'environment_hash', 'run_key', 'dataset_root', 'RunData', 'open_data', 'batch_indices',
+           'flip_batch', 'TrainBatches', 'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint',
+           'proc_status_kb', 'reset_peak_memory', 'peak_memory_mb', 'progress_bar', 'evaluate', 'colorize',
+           'class_legend', 'save_prediction_figure', 'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer',
+           'cpu_workers', 'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds', 'share', 'run_share',
+           'pending_jobs', 'default_per_device', 'pack', 'write_environment', 'main']
 
 # %% ../nbs/03_train.ipynb #9b2e30e7
 def confusion_matrix(pred: torch.Tensor, # predicted classes, any shape
@@ -94,8 +94,9 @@ def run_config(cfg: Mapping, # a run's settings: one entry of params.yaml (`seed
 def _hash(obj) -> str: return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 def config_hash(cfg: dict) -> str:
-    "A short hash of the settings that determine a run's result (not device, logging or checkpoint cadence)."
-    return _hash({k: v for k, v in cfg.items() if k not in ("device", "num_workers", "log_every", "checkpoint_every", "eval_batch_size")})
+    """A short hash of the settings that determine a run's result (not device, logging or checkpoint cadence; the
+    evaluation batch size is in: `miou_batch_mean` depends on it)."""
+    return _hash({k: v for k, v in cfg.items() if k not in ("device", "num_workers", "log_every", "checkpoint_every")})
 
 # %% ../nbs/03_train.ipynb #cb081d2a
 CODE_FILES = ("data.py", "fused.py", "losses.py", "models.py", "prepared.py", "sources.py", "synthetic.py", "train.py",
@@ -123,10 +124,15 @@ def pick_device(device: str = "auto") -> torch.device:
 # %% ../nbs/03_train.ipynb #e7a1c0d3
 NUMERIC_LIBRARIES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy")   # what computes a run's numbers
 
+def environment(device: str = "auto", # the run's `device` setting
+               ) -> dict:
+    "Where a run trains: the device type `device` resolves to (`pick_device`) and the versions of `NUMERIC_LIBRARIES`."
+    return {"device": pick_device(device).type, **{p: package_version(p) for p in NUMERIC_LIBRARIES}}
+
 def environment_hash(device: str = "auto", # the run's `device` setting
                     ) -> str:
-    "A short hash of the device type a run trains on (`pick_device`) and the versions of `NUMERIC_LIBRARIES`."
-    return _hash({"device": pick_device(device).type, **{p: package_version(p) for p in NUMERIC_LIBRARIES}})
+    "A short hash of `environment(device)`."
+    return _hash(environment(device))
 
 # %% ../nbs/03_train.ipynb #f8847e0c
 def run_key(cfg: Mapping, # the run's checked settings (`run_config`)
@@ -488,6 +494,7 @@ def _train(cfg, seed, out, device, data, key, progress, stop_after, on_step):
         if state.get("run_key") == key["key"] and state["seed"] == seed:
             model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); sched.load_state_dict(state["sched"])
             torch.set_rng_state(state["rng"].cpu()); step, first_loss = state["step"], state["first_loss"]
+            if "cuda_rng" in state: torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)   # dropout's masks on a GPU
             if "blv_generator" in state: loss_fn.generator.set_state(state["blv_generator"].cpu())
             truncate_logs(out / "dvclive", step)
     live = _NoLive() if Live is None else Live(str(out / "dvclive"), resume=step > 0, save_dvc_exp=False, report=None, dvcyaml=False)  # never edits dvc.yaml
@@ -500,6 +507,7 @@ def _train(cfg, seed, out, device, data, key, progress, stop_after, on_step):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(images)
         loss = loss_fn(logits, masks)   # the losses compute in float32
+        lr = sched.get_last_lr()[0]                                      # this step's rate (logged below)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
         logging = (step + 1) % cfg["log_every"] == 0 or step + 1 == cfg["iterations"]
         if device.type == "cpu" or logging or first_loss is None:    # .item() synchronises with a GPU
@@ -511,10 +519,11 @@ def _train(cfg, seed, out, device, data, key, progress, stop_after, on_step):
         if on_step: on_step(step)
         if logging:
             live.step = step
-            live.log_metric("train/loss", value); live.log_metric("train/lr", sched.get_last_lr()[0])
+            live.log_metric("train/loss", value); live.log_metric("train/lr", lr)
             live.next_step()
         if step % cfg["checkpoint_every"] == 0 and step < cfg["iterations"]:
             extra = {"blv_generator": loss_fn.generator.get_state()} if getattr(loss_fn, "generator", None) is not None else {}
+            if device.type == "cuda": extra["cuda_rng"] = torch.cuda.get_rng_state(device)
             save_checkpoint(ckpt, step=step, seed=seed, run_key=key["key"], first_loss=first_loss, model=model.state_dict(),
                             opt=opt.state_dict(), sched=sched.state_dict(), rng=torch.get_rng_state(), **extra)
         if stop_after is not None and step >= stop_after: bar.close(); _end_live(live); return {"stopped_at": step}
@@ -714,6 +723,18 @@ def pack(params_file="params.yaml", # the params file
     return {"jobs": len(jobs), "workers": workers, "device": str(device), "wall_s": round(wall, 1), "steps": steps,
             "steps_per_s": round(steps / wall, 2), "steps_per_s_one_run": round(float(np.median([m["steps_per_sec"] for m in results])), 2)}
 
+# %% ../nbs/03_train.ipynb #e5a0c1f2
+def write_environment(params: dict, # a resolved params file (`load_params`)
+                      out="data/environment.json", # the file written
+                     ) -> dict:
+    """Write `environment(device)` for each `device` setting of `params`' runs to `out` (sorted JSON): the `environment`
+    stage's output, which every training stage depends on, so DVC retrains when the machine or a library changes."""
+    devices = sorted({run.get("device", TRAIN_DEFAULTS["device"]) for g in GROUPS for run in params[g].values()})
+    env = {d: environment(d) for d in devices}
+    with atomic_write(out) as f: f.write(json.dumps(env, indent=1, sort_keys=True) + "\n")
+    return env
+
+
 # %% ../nbs/03_train.ipynb #dce7720f
 def _shard(text: str) -> tuple[int, int]:
     if not re.fullmatch(r"\d+/\d+", text): raise ValueError(f"--share {text!r}: expected k/N, e.g. 2/4")
@@ -722,12 +743,16 @@ def _shard(text: str) -> tuple[int, int]:
     return k, n
 
 def main(argv=None):
-    "CLI: `python -m pat.train pack [...]` trains pending seeds; `python -m pat.train stages --share k/N` lists a worker's stages."
+    """CLI: `python -m pat.train pack [...]` trains pending seeds; `python -m pat.train stages --share k/N` lists a worker's
+    stages; `python -m pat.train environment --out F` writes the environment (`write_environment`)."""
     import argparse
     ap = argparse.ArgumentParser(prog="python -m pat.train", description="Train runs outside DVC's one-stage-at-a-time order.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack", help="train every pending seed of the params' groups in one pool (then `dvc repro` records them)")
     s = sub.add_parser("stages", help="the DVC training stages of one share, for `dvc repro` on worker k of N")
+    e = sub.add_parser("environment", help="write the device type and library versions the runs train with (a DVC dependency)")
+    e.add_argument("--params", default="params.yaml", help="the params file (default params.yaml)")
+    e.add_argument("--out", default="data/environment.json", help="the file to write (default data/environment.json)")
     for q in (p, s):
         q.add_argument("--params", default="params.yaml", help="the params file (default params.yaml)")
         q.add_argument("--groups", nargs="+", choices=GROUPS, help="table groups (default: all)")
@@ -737,6 +762,7 @@ def main(argv=None):
     p.add_argument("--list", action="store_true", help="print the work folders of the pending seeds of this share and exit")
     a = ap.parse_args(argv)
     try:
+        if a.cmd == "environment": print(json.dumps(write_environment(load_params(a.params), a.out))); return
         shard = _shard(a.share)
         if a.cmd == "stages":
             for g, key in run_share(load_params(a.params), a.groups, shard): print(f"train_{g}@{key}")

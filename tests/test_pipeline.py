@@ -66,7 +66,8 @@ def test_repro_writes_every_table_and_figure(checkout):
     _check_numbering(r.stdout, [s for s in stages if not s.startswith(("source@", "prepare@", "stats@")) and s not in ("bench", "profile")])
     assert re.search(r"(ce|ldam|pat)/(segnet|unet|dlv3p) seeds 0,1: 100%", r.stderr), r.stderr[-2000:]   # the runs' bars reach the terminal
     assert (checkout / "results/tables/table6_1.md").exists() and not (checkout / "results/bench").exists()
-    _check_numbering(sh("python -m pat.repro", checkout, timeout=600).stdout, ["bench"])   # then the benchmark alone is left
+    _check_numbering(sh("python -m pat.repro", checkout, timeout=600).stdout, ["environment", "bench"])   # then the benchmark is left
+    # (and `environment`, which runs at every repro)
     missing = [f for f in EXPECTED if not (checkout / f).exists()]
     assert not missing, missing
     t61 = (checkout / "results/tables/table6_1.md").read_text()
@@ -106,11 +107,11 @@ def _check_training_cost(checkout):
 
 
 def test_second_repro_does_nothing(checkout):
+    "A second repro runs only `environment` (DVC cannot see the machine, so it looks at every repro); nothing trains."
     r = sh("dvc repro", checkout)
-    assert "Data and pipelines are up to date" in r.stdout + r.stderr
-    r = sh("python -m pat.repro", checkout)
-    assert "dvc repro: 0 stages to run or check" in r.stdout and "[stage " not in r.stdout
-    assert "up to date" in sh("dvc status", checkout).stdout
+    assert re.findall(r"^Running stage '([^']+)'", r.stdout, re.M) == ["environment"], r.stdout[-2000:]
+    _check_numbering(sh("python -m pat.repro", checkout).stdout, ["environment"])
+    assert json.loads(sh("dvc status --json", checkout).stdout) == {"environment": ["always changed"]}
 
 
 def test_dvc_metrics_and_plots_show_the_tables(checkout, tmp_path):
@@ -260,7 +261,7 @@ def test_exp_run_sets_one_loss_parameter_reruns_only_its_runs_and_restores_them_
     before = _metrics(checkout, "t61", "synthetic-segnet-pat")
     r = sh("dvc exp run -S losses.pat.T=10", checkout, timeout=1800)
     assert _ran(r.stdout, train=True) == pat_runs, _ran(r.stdout, train=True) ^ pat_runs
-    assert _ran(r.stdout) - pat_runs == {"table6_1", "table6_2", "table6_3", "table6_4", "ablation", "figures"}
+    assert _ran(r.stdout) - pat_runs == {"environment", "table6_1", "table6_2", "table6_3", "table6_4", "ablation", "figures"}
     assert _metrics(checkout, "t61", "synthetic-segnet-pat")["config"]["loss_params"] == {"T": 10}
     assert _metrics(checkout, "t63", "synthetic-segnet-pat-T5")["config"]["loss_params"] == {"T": 5}     # its own T
     shown = sh("dvc exp show --csv", checkout).stdout
@@ -469,6 +470,23 @@ def test_data_or_code_change_retrains_instead_of_reusing_old_metrics(checkout):
         losses.write_text(original)
     _set(checkout, lambda p: p["data"]["synthetic"].update(seed=0))
     sh("dvc repro", checkout, timeout=1800)
+
+
+def test_an_environment_change_retrains(checkout, tmp_path):
+    "Another version of a numeric library (here a stand-in timm 9.9.9 first on the path): the `environment` stage's file changes and DVC retrains."
+    sh("dvc repro", checkout, timeout=1800)
+    key, before = "synthetic-segnet-ce", _metrics(checkout, "t61", "synthetic-segnet-ce")
+    fake = tmp_path / "site" / "timm-9.9.9.dist-info"
+    fake.mkdir(parents=True); (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: timm\nVersion: 9.9.9\n")
+    path = f"PYTHONPATH={fake.parent}:$PYTHONPATH"
+    assert f"train_t61@{key}" not in json.loads(sh(f"{path} dvc status --json", checkout).stdout)   # DVC alone cannot see it
+    r = sh(f"{path} dvc repro train_t61@{key}", checkout)
+    assert json.loads((checkout / "data/environment.json").read_text())["auto"]["timm"] == "9.9.9"
+    assert f"Running stage 'train_t61@{key}'" in r.stdout, r.stdout[-2000:]
+    after = _metrics(checkout, "t61", key)
+    assert after["environment_hash"] != before["environment_hash"] and after["run_key"] != before["run_key"]
+    r = sh("dvc repro", checkout, timeout=1800)                 # back: the first environment's runs, from DVC's run-cache
+    assert _metrics(checkout, "t61", key)["run_key"] == before["run_key"] and f"train_t61@{key}" in r.stdout
 
 
 def test_tables_hold_exactly_the_runs_and_seeds_of_the_params(checkout):

@@ -1,5 +1,5 @@
 "pat.train beyond the notebook's inline tests: seeds in parallel processes, metrics of a real run, reuse and its key, guards."
-import json, os, signal, subprocess, sys, textwrap, time
+import json, math, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -113,7 +113,7 @@ def test_finished_run_is_reused_only_when_settings_data_and_code_are_unchanged(d
     assert longer["steps"] == 5 and longer["config_hash"] != moved["config_hash"]
 
 
-# A fixed run and dataset description, and the key parts they had before `RunConfig` (pat/train.py at a0dfb68):
+# A fixed run and dataset description, and their key parts (the config part since eval_batch_size joined it):
 # a change here would retrain every finished run.
 META = {"name": "synthetic", "sha256": {"train_images.npy": "a" * 64, "train_masks.npy": "b" * 64}, "classes": ["x", "y", "z"],
         "ignore_index": 255, "image_size": [32, 32], "splits": {"train": 16, "val": 4, "test": 8}, "colors": [[0, 0, 0]] * 3}
@@ -125,9 +125,9 @@ def test_run_key_of_a_fixed_config_is_pinned(monkeypatch):
     devices = []
     monkeypatch.setattr(T, "environment_hash", lambda device: devices.append(device) or "1" * 16)   # and this one with the machine
     cfg = run_config(CFG)
-    assert T.config_hash(cfg) == "de85e9e1a35f0119" and T.data_hash(META, STATS) == "3c38c58554fa7db0"
-    assert T.run_key(cfg, META, STATS) == {"config_hash": "de85e9e1a35f0119", "data_hash": "3c38c58554fa7db0",
-                                           "code_hash": "0" * 16, "environment_hash": "1" * 16, "key": "c673dd5d911cdfe9"}
+    assert T.config_hash(cfg) == "388a86d0ef66ffe8" and T.data_hash(META, STATS) == "3c38c58554fa7db0"
+    assert T.run_key(cfg, META, STATS) == {"config_hash": "388a86d0ef66ffe8", "data_hash": "3c38c58554fa7db0",
+                                           "code_hash": "0" * 16, "environment_hash": "1" * 16, "key": "551ea960a8cc127e"}
     assert devices == ["auto"]                                   # the run's device setting, resolved by environment_hash
     # the checked settings are the dict they were (metrics.json records it, in this order), and checked once
     assert list(cfg.settings) == ["model_options", "loss_params", "lr", "batch_size", "iterations", "checkpoint_every",
@@ -175,6 +175,9 @@ def test_resume_cuts_the_logs_back_to_the_checkpoint(data, tmp_path):
     assert tsv.read_text().startswith("step\t") and steps() == [1, 2, 3]
     train_run(cfg, 0, out, data / "prepared", data / "stats", progress=False)   # resumes from step 2
     assert steps() == [1, 2, 3, 4, 5]
+    # step k logs the rate it trained with, the cosine schedule's value after k - 1 steps (resumed with the scheduler)
+    lr = [float(r.split("\t")[1]) for r in (tsv.parent / "lr.tsv").read_text().splitlines()[1:]]
+    assert lr == pytest.approx([run_config(cfg)["lr"] * (1 + math.cos(math.pi * k / 5)) / 2 for k in range(5)], rel=1e-6)
 
 
 def test_blv_resumes_its_noise(data, tmp_path):
