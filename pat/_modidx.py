@@ -292,6 +292,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                             'pat.schema.string': ('schema.html#string', 'pat/schema.py')},
             'pat.sources': { 'pat.sources._camvid_download': ('sources.html#_camvid_download', 'pat/sources.py'),
                              'pat.sources._download_record': ('sources.html#_download_record', 'pat/sources.py'),
+                             'pat.sources._downloading': ('sources.html#_downloading', 'pat/sources.py'),
                              'pat.sources._find_nyu_root': ('sources.html#_find_nyu_root', 'pat/sources.py'),
                              'pat.sources._known_hashes': ('sources.html#_known_hashes', 'pat/sources.py'),
                              'pat.sources._pairs': ('sources.html#_pairs', 'pat/sources.py'),

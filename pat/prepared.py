@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_prepared.ipynb #a3a40919
 from __future__ import annotations
-import hashlib, json, os, shutil, tarfile, tempfile, urllib.request, zipfile
+import hashlib, http.client, json, os, shutil, tarfile, tempfile, urllib.request, zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -308,9 +308,11 @@ def download(url: str, # what to download
             total = int(r.headers.get('Content-Length') or 0) or None
             with tqdm(total=total, unit='B', unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 for b in iter(lambda: r.read(1 << 20), b''): f.write(b); bar.update(len(b))
+            if total is not None and f.tell() != total:   # urllib returns a dropped connection as the end of the body
+                raise DataError(f"download of {url} is truncated: {f.tell()} of {total} bytes arrived; run again")
     except BaseException as e:
         part.unlink(missing_ok=True)
-        if isinstance(e, OSError): raise DataError(f"download of {url} failed: {e}") from e
+        if isinstance(e, (OSError, http.client.HTTPException)): raise DataError(f"download of {url} failed: {e!r}") from e
         raise
     if not ok(part):
         part.unlink(missing_ok=True)
@@ -347,5 +349,5 @@ def extract(archive, # a zip or tar file
                     t.parent.mkdir(parents=True, exist_ok=True)
                     with tf.extractfile(m) as src, open(t, 'wb') as dst: shutil.copyfileobj(src, dst)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
-        raise DataError(f"cannot extract {archive}: {e}") from e
+        raise DataError(f"cannot extract {archive} (truncated or corrupt?): {e}; delete it and run again") from e
     return dest

@@ -5,6 +5,7 @@
 # %% ../nbs/02c_sources.ipynb #bdfba653
 from __future__ import annotations
 import colorsys, json, os, zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from .prepared import (ENV_DIRS, DataError, MissingDataError, _existing, _files,
                           download, extract, make_lut, map_labels, read_image, sha256_file, write_prepared)
 
 # %% auto #0
-__all__ = ['CAMVID_CLASSES', 'CAMVID_COLORS', 'CAMVID_LUT', 'PET_CLASSES', 'PET_COLORS', 'PET_LUT', 'PET_MD5',
+__all__ = ['DOWNLOAD_MARKER', 'CAMVID_CLASSES', 'CAMVID_COLORS', 'CAMVID_LUT', 'PET_CLASSES', 'PET_COLORS', 'PET_LUT', 'PET_MD5',
            'CITYSCAPES_CLASSES', 'CITYSCAPES_COLORS', 'CITYSCAPES_TRAIN_IDS', 'CITYSCAPES_LUT', 'NYU_CLASSES',
            'NYU_COLORS', 'SOURCES', 'read_pair', 'source_folder', 'camvid_source', 'read_camvid', 'camvid_files',
            'prepare_camvid', 'seeded_split', 'pet_source', 'read_pet', 'pet_files', 'prepare_oxford_pet',
@@ -44,6 +45,18 @@ def read_pair(item, # `(image path, label image path)`
     img, mask = item
     return read_image(img), map_labels(read_image(mask, 'L'), lut, str(mask), what), f'{img} / {mask}'
 
+DOWNLOAD_MARKER = '.pat-download-incomplete'   # in a dataset's folder while a download unpacks there
+
+@contextmanager
+def _downloading(root: Path):
+    "Mark `root` as holding an unfinished download for the block; a failure before anything was unpacked leaves no mark."
+    root.mkdir(parents=True, exist_ok=True); marker = root / DOWNLOAD_MARKER; marker.touch()
+    try: yield
+    except BaseException:
+        if [f.name for f in root.iterdir()] == [DOWNLOAD_MARKER]: marker.unlink(); root.rmdir()
+        raise
+    marker.unlink()
+
 def source_folder(name: str, # the dataset, e.g. 'camvid' (picks the folder as `_source_dir` does)
                   p: dict, # its `data.<name>` settings: `path`, `download` and what `download_into` reads
                   layout_ok, # `layout_ok(folder) -> bool`: does the folder hold the dataset's layout?
@@ -51,11 +64,17 @@ def source_folder(name: str, # the dataset, e.g. 'camvid' (picks the folder as `
                   message, # `message(folder) -> str`: the error when the dataset is still not there
                   fetch: bool = True, # False: return None instead of downloading (the source manifest)
                  ) -> Path | None:
-    "The folder of dataset `name` when its layout is there; downloaded first when absent and `p['download']`."
+    """The folder of dataset `name` when its layout is there; downloaded first when absent and `p['download']`.
+    A download is marked in the folder until it has been unpacked whole: a folder an interrupted download left
+    (its layout there, part of its files missing) is fetched again, or named, never read as the dataset."""
     root = _source_dir(name, p)
-    if not layout_ok(root) and p.get('download'):
+    marker = root / DOWNLOAD_MARKER
+    if (not layout_ok(root) or marker.exists()) and p.get('download'):
         if not fetch: return None
-        download_into(root)
+        with _downloading(root): download_into(root)
+    if marker.exists():
+        raise MissingDataError(f"{root} holds an interrupted download of {name} ({marker} is there): set "
+                               f"data.{name}.download: true to fetch it again, or delete {root}")
     if not layout_ok(root): raise MissingDataError(message(root))
     return root
 
@@ -232,11 +251,16 @@ def nyu_source(p: dict, # the dataset's settings (`dataset_params`)
     "The NYUv2 release folder (found up to two levels down), downloaded first when absent and `p['download']` (with `fetch=False`: None instead)."
     root = _source_dir('nyuv2', p)
     found = _find_nyu_root(root) if root.is_dir() else None
-    if found is None and p.get('download'):
+    marker = root / DOWNLOAD_MARKER
+    if (found is None or marker.exists()) and p.get('download'):
         if not p.get('url'): raise MissingDataError(f"data.nyuv2.download is true but data.nyuv2.url is not set")
         if not fetch: return None
-        arc = download(p['url'], root / 'nyuv2_download', sha256=p.get('sha256')); extract(arc, root); arc.unlink()
+        with _downloading(root):
+            arc = download(p['url'], root / 'nyuv2_download', sha256=p.get('sha256')); extract(arc, root); arc.unlink()
         found = _find_nyu_root(root)
+    if marker.exists():
+        raise MissingDataError(f"{root} holds an interrupted download of nyuv2 ({marker} is there): set "
+                               f"data.nyuv2.download: true to fetch it again, or delete {root}")
     if found is None:
         raise MissingDataError(
             f"NYUv2 not found in {root} (need train/image, train/label, val/image, val/label with .npy files: "

@@ -652,3 +652,45 @@ def test_real_camvid_shares(tmp_path):
         assert abs(got - pct) <= (0.05 if pct >= 1 else 0.005), (name, got, pct)
     st = D.compute_stats(out)
     assert st['groups']['tail'] == sorted(meta['classes'].index(n) for n in ('Pole', 'Pedestrian', 'Bicyclist'))
+
+
+# ---------------------------------------------------------------- interrupted and truncated downloads (audit)
+def test_interrupted_download_is_not_read_as_the_dataset(tmp_path, monkeypatch):
+    "A download killed while unpacking (here: between two trimaps) leaves the layout there; the next prepare must not read it."
+    src = make_pets(tmp_path / 'src')
+    urls = [tgz(tmp_path / 'fx_images.tar.gz', src, 'images').as_uri(),
+            tgz(tmp_path / 'fx_annotations.tar.gz', src, 'annotations').as_uri()]
+    p = {'path': str(tmp_path / 'raw'), 'download': True, 'urls': urls, 'size': [H, W]}
+    real = P.tqdm
+    def interrupted(it=None, **kw):
+        if it is None or 'annotations' not in kw.get('desc', ''): return real(it, **kw) if it is not None else real(**kw)
+        def members():
+            for i, m in enumerate(it):
+                if i == 6: raise KeyboardInterrupt            # a Ctrl-C or kill between two members
+                yield m
+        return members()
+    monkeypatch.setattr(P, 'tqdm', interrupted)
+    with pytest.raises(KeyboardInterrupt): D.prepare('oxford_pet', p, tmp_path / 'p')
+    monkeypatch.undo()
+    assert (tmp_path / 'raw' / 'annotations' / 'trimaps').is_dir()        # the layout is there, half the trimaps are not
+    with pytest.raises(P.MissingDataError, match='interrupted download'):
+        D.prepare('oxford_pet', {**p, 'download': False}, tmp_path / 'p')
+    out = D.prepare('oxford_pet', p, tmp_path / 'p')                       # fetched again: every pair
+    assert sum(P.load_meta(out)['splits'].values()) == 10
+
+def test_truncated_download_is_an_error(tmp_path):
+    "A connection dropped before Content-Length bytes arrived is an error, not a complete (and then reused) archive."
+    import http.server, socket, threading
+    body = bytes(range(256)) * 400
+    class Half(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()
+            self.wfile.write(body[:len(body) // 2]); self.wfile.flush(); self.connection.shutdown(socket.SHUT_RDWR)
+        def log_message(self, *a): pass
+    srv = http.server.HTTPServer(('127.0.0.1', 0), Half)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(P.DataError, match='truncated'):
+            P.download(f'http://127.0.0.1:{srv.server_port}/a.zip', tmp_path / 'a.zip', progress=False)
+    finally: srv.shutdown()
+    assert not list(tmp_path.iterdir())

@@ -113,7 +113,7 @@ def test_finished_run_is_reused_only_when_settings_data_and_code_are_unchanged(d
     assert longer["steps"] == 5 and longer["config_hash"] != moved["config_hash"]
 
 
-# A fixed run and dataset description, and their key parts (the config part since eval_batch_size joined it):
+# A fixed run and dataset description, and their key parts (since the evaluation batch size and logging cadence joined config_hash):
 # a change here would retrain every finished run.
 META = {"name": "synthetic", "sha256": {"train_images.npy": "a" * 64, "train_masks.npy": "b" * 64}, "classes": ["x", "y", "z"],
         "ignore_index": 255, "image_size": [32, 32], "splits": {"train": 16, "val": 4, "test": 8}, "colors": [[0, 0, 0]] * 3}
@@ -125,9 +125,9 @@ def test_run_key_of_a_fixed_config_is_pinned(monkeypatch):
     devices = []
     monkeypatch.setattr(T, "environment_hash", lambda device: devices.append(device) or "1" * 16)   # and this one with the machine
     cfg = run_config(CFG)
-    assert T.config_hash(cfg) == "388a86d0ef66ffe8" and T.data_hash(META, STATS) == "3c38c58554fa7db0"
-    assert T.run_key(cfg, META, STATS) == {"config_hash": "388a86d0ef66ffe8", "data_hash": "3c38c58554fa7db0",
-                                           "code_hash": "0" * 16, "environment_hash": "1" * 16, "key": "551ea960a8cc127e"}
+    assert T.config_hash(cfg) == "e29bb6956dbf295f" and T.data_hash(META, STATS) == "3c38c58554fa7db0"
+    assert T.run_key(cfg, META, STATS) == {"config_hash": "e29bb6956dbf295f", "data_hash": "3c38c58554fa7db0",
+                                           "code_hash": "0" * 16, "environment_hash": "1" * 16, "key": "e7ac1c8632061c24"}
     assert devices == ["auto"]                                   # the run's device setting, resolved by environment_hash
     # the checked settings are the dict they were (metrics.json records it, in this order), and checked once
     assert list(cfg.settings) == ["model_options", "loss_params", "lr", "batch_size", "iterations", "checkpoint_every",
@@ -335,3 +335,26 @@ def test_seeds_share_the_gpu(data, tmp_path):
     "On CUDA all seeds of a run train at once (spawned workers), each on a visible GPU in turn."
     res = train_seeds({**CFG, "device": "cuda"}, [0, 1], tmp_path, data / "prepared", data / "stats", progress=False)
     assert sorted(res) == [0, 1] and all(m["device"].startswith("cuda") for m in res.values())
+
+
+def test_eval_batch_size_is_in_the_key(data, tmp_path):
+    "The per-batch mIoU depends on the evaluation batch size: a finished seed evaluated with another is not reused."
+    out = tmp_path / "run"
+    first = train_run(CFG, 0, out, data / "prepared", data / "stats", progress=False)
+    other = {**CFG, "eval_batch_size": 3}
+    again = train_run(other, 0, out, data / "prepared", data / "stats", progress=False)
+    fresh = train_run(other, 0, tmp_path / "fresh", data / "prepared", data / "stats", progress=False)
+    assert again["run_key"] != first["run_key"] and again["config"]["eval_batch_size"] == 3
+    assert again["miou_batch_mean"] == fresh["miou_batch_mean"] != first["miou_batch_mean"]
+
+
+def test_resume_starts_from_the_checkpoint(data, tmp_path):
+    "A stopped run resumes at its last checkpoint (not from step 0, which gives the same numbers) and ends as an uninterrupted one."
+    cfg = {**CFG, "iterations": 6, "checkpoint_every": 2}
+    straight = train_run(cfg, 0, tmp_path / "a", data / "prepared", data / "stats", progress=False)
+    train_run(cfg, 0, tmp_path / "b", data / "prepared", data / "stats", progress=False, stop_after=3)
+    starts = []
+    resumed = train_run(cfg, 0, tmp_path / "b", data / "prepared", data / "stats", progress=False,
+                        on_step=lambda s: starts.append(s))
+    assert starts[:2] == [2, 3]                                   # resumed from the checkpoint of step 2
+    for k in ("miou", "miou_batch_mean", "confusion_matrix", "iou"): assert resumed[k] == straight[k], k
