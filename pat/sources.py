@@ -313,7 +313,7 @@ def _download_record(name: str, p: dict) -> dict:
     return {'download': p['url'], 'sha256': p.get('sha256')}
 
 def _known_hashes(stat_file, folder: str) -> dict:
-    "The last scan's `{relative path: {size, mtime_ns, sha256}}` kept in `stat_file` for `folder`; {} when absent, corrupt or of another folder."
+    "The last scan's `{relative path: {size, mtime_ns, ctime_ns, ino, sha256}}` kept in `stat_file` for `folder`; {} when absent, corrupt or of another folder."
     try: d = _read_json(stat_file, 'every file is hashed again')
     except (DataError, OSError): return {}
     return d['files'] if d.get('folder') == folder and isinstance(d.get('files'), dict) else {}
@@ -325,7 +325,7 @@ def source_manifest(name: str, # the dataset's name
                    ) -> dict:
     """The raw files `prepare` reads for dataset `name`: the resolved source folder and, for every image and mask of
     every split, `{relative path: {size, sha256}}`. Synthetic: `generated`; absent but to be downloaded: the URL.
-    With `stat_file`, a file whose size and mtime_ns are those recorded there by the last scan keeps its recorded
+    With `stat_file`, a file whose size, mtime, ctime and inode are those recorded there by the last scan keeps its recorded
     sha256 without being read, and `stat_file` is rewritten with this scan's records."""
     p = dataset_params(name, params)
     if name == 'synthetic': return {'dataset': 'synthetic', 'generated': True}
@@ -338,9 +338,10 @@ def source_manifest(name: str, # the dataset's name
     for f in tqdm(paths, desc=f'hash {name}', disable=not progress, mininterval=1):
         rel, st = f.relative_to(root).as_posix(), f.stat()
         old = known.get(rel); old = old if isinstance(old, dict) else {}
-        same = (old.get('size'), old.get('mtime_ns')) == (st.st_size, st.st_mtime_ns) and isinstance(old.get('sha256'), str)
+        now = {'size': st.st_size, 'mtime_ns': st.st_mtime_ns, 'ctime_ns': st.st_ctime_ns, 'ino': st.st_ino}
+        same = all(old.get(k) == v for k, v in now.items()) and isinstance(old.get('sha256'), str)
         out[rel] = {'size': st.st_size, 'sha256': old['sha256'] if same else sha256_file(f)}
-        stats[rel] = {**out[rel], 'mtime_ns': st.st_mtime_ns}
+        stats[rel] = {**now, 'sha256': out[rel]['sha256']}
     if stat_file:
         with atomic_write(stat_file) as fh: json.dump({'folder': str(root), 'files': stats}, fh, sort_keys=True)
     return {'dataset': name, 'folder': str(root), 'files': out}

@@ -694,3 +694,12 @@ def test_truncated_download_is_an_error(tmp_path):
             P.download(f'http://127.0.0.1:{srv.server_port}/a.zip', tmp_path / 'a.zip', progress=False)
     finally: srv.shutdown()
     assert not list(tmp_path.iterdir())
+
+def test_source_manifest_sees_a_change_whose_mtime_was_restored(tmp_path):
+    "cp -p, rsync -t or tar x put back the mtime of a file whose bytes changed (same size): the manifest still changes."
+    src = make_camvid(tmp_path / 'CamVid'); out = tmp_path / 'sources' / 'camvid.json'
+    first = R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes()
+    f = src / 'trainannot' / 'train1.png'; data = f.read_bytes(); st = f.stat()
+    f.write_bytes(data[:-1] + bytes([data[-1] ^ 1])); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    assert R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() != first
