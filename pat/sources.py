@@ -30,10 +30,14 @@ def _source_dir(name: str, p: dict, raw_root='data/raw') -> Path:
 
 def _pairs(img_dir: Path, mask_dir: Path, exts=('.png',)) -> list[tuple[Path, Path]]:
     """Image/mask path pairs of a folder (extensions `exts` in any case); the mask has the image's name, its extension
-    in either case (`a.PNG` pairs with `a.png`). An image without its mask raises `MissingDataError` naming both."""
+    in either case (`a.PNG` pairs with `a.png`). An image without its mask, or a mask without its image (a split
+    silently smaller than its source), raises `MissingDataError` naming both."""
     pairs = [(p, _existing(mask_dir / p.name)) for p in _files(img_dir, exts)]
     for p, m in pairs:
         if not m.exists(): raise MissingDataError(f"mask {m} of image {p} not found")
+    have = {p.stem for p, _ in pairs}
+    for m in _files(mask_dir, exts):
+        if m.stem not in have: raise MissingDataError(f"image {img_dir / m.name} of mask {m} not found")
     return pairs
 
 def read_pair(item, # `(image path, label image path)`

@@ -703,3 +703,10 @@ def test_source_manifest_sees_a_change_whose_mtime_was_restored(tmp_path):
     f.write_bytes(data[:-1] + bytes([data[-1] ^ 1])); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
     assert R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() != first
+
+def test_camvid_missing_image(tmp_path):
+    "A mask whose image is gone (a partial copy) is an error, not a split one image smaller than the official one."
+    src = make_camvid(tmp_path / 'CamVid')
+    (src / 'train' / 'train1.png').unlink()
+    with pytest.raises(P.MissingDataError, match=r'image .*train1.png of mask .*trainannot/train1.png not found'):
+        D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
