@@ -136,11 +136,12 @@ def seeded_split(names: list, # the items to split
                  fractions, # train and val fractions; test gets the rest
                  seed: int, # seeds the permutation
                 ) -> dict[str, list]:
-    "Split `names` into train/val/test by a seeded permutation with the given fractions."
-    order = np.random.default_rng(seed).permutation(len(names))
-    n_tr = int(round(fractions[0] * len(names))); n_va = int(round(fractions[1] * len(names)))
+    """Split `names` into train/val/test by a seeded permutation with the given fractions. The cut points are the
+    rounded cumulative fractions, so fractions that sum to 1 leave test empty and lose no item to rounding."""
+    order, n = np.random.default_rng(seed).permutation(len(names)), len(names)
+    n_tr = int(round(fractions[0] * n)); n_trva = min(n, int(round((fractions[0] + fractions[1]) * n)))
     pick = lambda idx: [names[i] for i in sorted(idx)]
-    return {'train': pick(order[:n_tr]), 'val': pick(order[n_tr:n_tr + n_va]), 'test': pick(order[n_tr + n_va:])}
+    return {'train': pick(order[:n_tr]), 'val': pick(order[n_tr:n_trva]), 'test': pick(order[n_trva:])}
 
 def _pet_download(p: dict, root: Path):
     "Fetch each of `p['urls']` (md5-checked) and unpack it into `root`."
