@@ -89,9 +89,9 @@ def load_runs(runs_dir, # the group's folder of runs (`runs/<group>`)
 
 def _check_one_environment(rows: list, group: str):
     """A table compares its rows, so all its seeds must come from one environment (device type, library versions:
-    `environment_hash`) and, per dataset, from the same data (`data_hash`): DVC reruns no stage when only those
-    change, so otherwise one row retrained elsewhere (on a GPU in bfloat16, under another torch) would sit beside
-    rows from the first machine, unsaid."""
+    `environment_hash`) and, per dataset, from the same data (`data_hash`). The `environment` stage retrains every
+    run when the machine changes, but a run pinned to another `device`, or runs copied in by hand, could still put a
+    row trained elsewhere (on a GPU in bfloat16, under another torch) beside the others, unsaid."""
     for what, by in (("environment_hash", None), ("data_hash", "dataset")):
         parts = {}
         for r in rows: parts.setdefault(r.get(by) if by else None, {}).setdefault(r.get(what), []).append(f"{r['run']} seed {r['seed']}")
