@@ -258,6 +258,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                            'pat.repro.count_pending': ('repro.html#count_pending', 'pat/repro.py'),
                            'pat.repro.dag_edges': ('repro.html#dag_edges', 'pat/repro.py'),
                            'pat.repro.dag_stages': ('repro.html#dag_stages', 'pat/repro.py'),
+                           'pat.repro.downstream': ('repro.html#downstream', 'pat/repro.py'),
                            'pat.repro.dvc_output': ('repro.html#dvc_output', 'pat/repro.py'),
                            'pat.repro.main': ('repro.html#main', 'pat/repro.py'),
                            'pat.repro.number_stages': ('repro.html#number_stages', 'pat/repro.py'),

@@ -92,14 +92,16 @@ def _check_one_environment(rows: list, group: str):
     `environment_hash`) and, per dataset, from the same data (`data_hash`). The `environment` stage retrains every
     run when the machine changes, but a run pinned to another `device`, or runs copied in by hand, could still put a
     row trained elsewhere (on a GPU in bfloat16, under another torch) beside the others, unsaid."""
-    for what, by in (("environment_hash", None), ("data_hash", "dataset")):
-        parts = {}
-        for r in rows: parts.setdefault(r.get(by) if by else None, {}).setdefault(r.get(what), []).append(f"{r['run']} seed {r['seed']}")
-        for part, seen in parts.items():
-            if len(seen) > 1:
-                which = "; ".join(f"{h}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''} ({len(v)} seeds)" for h, v in seen.items())
-                raise StaleRunError(f"the seeds of `{group}`{f' on {part}' if part else ''} come from {len(seen)} values of {what} ({which}); "
-                                    f"retrain the odd ones in one environment (dvc repro -f train_{group}@<run>)")
+    for field, per, what, where in (("environment_hash", None, "environments", "in one environment"),
+                                    ("data_hash", "dataset", "versions of the data", "on the current data")):
+        seeds = {}                                           # (dataset or None, hash) -> the seeds trained there
+        for r in rows: seeds.setdefault((r[per] if per else None, r.get(field)), []).append(f"{r['run']} seed {r['seed']}")
+        for part in dict.fromkeys(p for p, _ in seeds):
+            found = {h: s for (p, h), s in seeds.items() if p == part}
+            if len(found) > 1:
+                which = "; ".join(f"{h}: {', '.join(s[:3])}{' ...' if len(s) > 3 else ''} ({len(s)} seeds)" for h, s in found.items())
+                raise StaleRunError(f"the seeds of `{group}`{f' on {part}' if part else ''} come from {len(found)} {what} ({field} {which}); "
+                                    f"retrain the odd ones {where} (dvc repro -f train_{group}@<run>)")
 
 # %% ../nbs/04_report.ipynb #63f01e53
 def seed_ranges(seeds) -> str:

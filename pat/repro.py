@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, re, subprocess, sys
 
 # %% auto #0
-__all__ = ['EDGE', 'NODE', 'STAGE_LINE', 'dag_edges', 'dag_stages', 'pending_stages', 'number_stages', 'dvc_output',
+__all__ = ['EDGE', 'NODE', 'STAGE_LINE', 'dag_edges', 'dag_stages', 'downstream', 'pending_stages', 'number_stages', 'dvc_output',
            'skip_targets', 'count_pending', 'repro', 'check_profile', 'main']
 
 # %% ../nbs/12_repro.ipynb #9eeb5244
@@ -22,20 +22,26 @@ def dag_stages(dot: str) -> list[str]:
     found = [m.groups() for line in dot.splitlines() if (m := NODE.match(line.strip()) or EDGE.match(line.strip()))]
     return list(dict.fromkeys(name for names in found for name in names))
 
-def pending_stages(changed, # the stages that changed (`dvc status --json`, or its keys)
-                   edges, # `(upstream, downstream)` stage pairs
-                  ) -> set[str]:
-    """The stages in `changed` (`dvc status --json`) and every stage downstream of one of them along `edges`; but a
-    stage reported only as "always changed" (`environment`, `source@<dataset>`: rerun at every repro, their output
-    seldom changes) is counted without what is downstream of it (which, when it does change, runs unnumbered)."""
+def downstream(starts, # stage names
+               edges, # `(upstream, downstream)` stage pairs
+              ) -> set[str]:
+    "The stages in `starts` and every stage downstream of one of them along `edges`."
     down = {}
     for up, dn in edges: down.setdefault(up, []).append(dn)
-    always = {s for s, c in changed.items() if c == ["always changed"]} if isinstance(changed, dict) else set()
-    todo, seen = [s for s in changed if s not in always], set(changed)
+    todo, seen = list(starts), set(starts)
     while todo:
         for dn in down.get(todo.pop(), []):
             if dn not in seen: seen.add(dn); todo.append(dn)
     return seen
+
+def pending_stages(status: dict, # `dvc status --json`: the changed stages and what changed
+                   edges, # `(upstream, downstream)` stage pairs
+                  ) -> set[str]:
+    """The stages `dvc repro` visits: each changed stage of `status` and everything downstream of it; but a stage
+    reported only as "always changed" (`environment`, `source@<dataset>`: rerun at every repro, their output
+    seldom changes) is counted without what is downstream of it (which, when it does change, runs unnumbered)."""
+    always = {s for s, c in status.items() if c == ["always changed"]}
+    return downstream([s for s in status if s not in always], edges) | always
 
 # %% ../nbs/12_repro.ipynb #006812cc
 STAGE_LINE = re.compile(r"^(?:Running stage '([^']+)'|Stage '([^']+)' (?:is cached|didn't change))")
@@ -71,7 +77,7 @@ def skip_targets(dot: str, # `dvc dag --dot`'s output
     "The stages of `dot` but those in `skip` and those downstream of them: the targets of a `dvc repro` without them."
     stages = dag_stages(dot)
     if unknown := [s for s in skip if s not in stages]: raise ValueError(f"no stage {unknown[0]!r} to skip (stages: {', '.join(stages)})")
-    left_out = pending_stages(skip, dag_edges(dot))
+    left_out = downstream(skip, dag_edges(dot))
     return [s for s in stages if s not in left_out]
 
 def count_pending(dvc: str = "dvc", # the dvc command
