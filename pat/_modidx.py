@@ -105,6 +105,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                             'pat.losses.CELoss.loss': ('losses.html#celoss.loss', 'pat/losses.py'),
                             'pat.losses.CountLoss': ('losses.html#countloss', 'pat/losses.py'),
                             'pat.losses.CountLoss.__init__': ('losses.html#countloss.__init__', 'pat/losses.py'),
+                            'pat.losses.CountLoss._apply': ('losses.html#countloss._apply', 'pat/losses.py'),
                             'pat.losses.CountLoss.class_counts': ('losses.html#countloss.class_counts', 'pat/losses.py'),
                             'pat.losses.CountLoss.class_table': ('losses.html#countloss.class_table', 'pat/losses.py'),
                             'pat.losses.FocalLoss': ('losses.html#focalloss', 'pat/losses.py'),

@@ -83,11 +83,14 @@ def check_choice(loss: str, # the loss's name, for the error message
 def as_counts(counts, # pixel counts per class (anything `torch.as_tensor` takes)
               name: str = "counts", # the parameter's name, for the error message
              ) -> torch.Tensor:
-    "Training pixel counts per class as a float64 tensor, zero counts raised to 1."
+    "Training pixel counts per class as a float64 tensor, zero counts raised to 1; fractions (frequencies) are an error."
     if counts is None: raise ValueError(f"`{name}` is required: the training-set pixel count of each class (see the data stats stage)")
     c = torch.as_tensor(counts, dtype=torch.float64).flatten()
     if c.numel() < 2 or not torch.isfinite(c).all() or (c < 0).any():
         raise ValueError(f"`{name}` must be finite, non-negative pixel counts for at least 2 classes, got {c.tolist()[:20]}")
+    if ((c > 0) & (c < 1)).any():   # raised to 1 they would all be 1: a uniform prior, BMS = CE, equal LDAM margins
+        raise ValueError(f"`{name}` must be pixel counts (0 or at least 1 per class), got {c.tolist()[:20]}; "
+                         "class frequencies or shares must be multiplied by the number of pixels")
     return c.clamp_min(1.0)
 
 def _check_num_classes(loss: str, buffer: torch.Tensor, logits: torch.Tensor, name: str):
@@ -207,6 +210,15 @@ class CountLoss(SegLoss):
         super().__init__(**kwargs)
         self.batch_counts = batch_counts
         self.register_buffer("counts", as_counts(counts) if not batch_counts or counts is not None else torch.ones(2, dtype=torch.float64))
+
+    def _apply(self, fn, recurse=True):
+        "`.to(device)` moves `counts`; a dtype cast (`.half()`, `.to(torch.bfloat16)`, also of a model holding the loss) keeps them float64."
+        counts = self._buffers.get("counts")
+        module = super()._apply(fn, recurse)
+        moved = self._buffers.get("counts")
+        if counts is not None and moved is not None and moved.dtype != counts.dtype:   # float16 has no 5e6 (inf), bfloat16 rounds
+            self._buffers["counts"] = counts.to(device=moved.device)
+        return module
 
     def class_counts(self, logits, target) -> torch.Tensor:
         "Counts per class (float64): the dataset's, or the batch's valid pixels' when `batch_counts`."
