@@ -7,7 +7,7 @@ __all__ = ['VGG16_STAGES', 'SMP_ARCHS', 'PAD_MODES', 'MODEL_NAMES', 'conv_bn_rel
            'AttentionGate', 'double_conv', 'AttentionUNet', 'smp_class', 'smp_model', 'PadToMultiple', 'build_model']
 
 # %% ../nbs/01_models.ipynb #17eccedb
-import inspect, math
+import inspect, math, numbers
 from functools import partial
 import torch
 import torch.nn as nn
@@ -15,10 +15,10 @@ import torch.nn.functional as F
 
 # %% ../nbs/01_models.ipynb #b6daeaf5
 def _check_int(name, v, lo):
-    "Raise a `ValueError` naming `name` unless `v` is an int >= `lo`."
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+    "`v` as an int; a `ValueError` naming `name` unless `v` is an integer >= `lo` (numpy's integers too, not bools)."
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
         raise ValueError(f"`{name}` must be an integer >= {lo}, got {v!r}")
-    return v
+    return int(v)
 
 def _check_width(width):
     "Raise a `ValueError` naming `width` unless it is a positive finite number."
@@ -235,7 +235,7 @@ def build_model(name, # one of `MODEL_NAMES`
     "Model `name` (one of `MODEL_NAMES`) returning logits [B, num_classes, H, W] for any H, W."
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-    _check_int('num_classes', num_classes, 2); _check_int('in_channels', in_channels, 1)
+    num_classes, in_channels = _check_int('num_classes', num_classes, 2), _check_int('in_channels', in_channels, 1)
     bad = set(options) - _options(name)
     if bad: raise TypeError(f"{name} does not take option(s) {sorted(bad)}; valid: {sorted(_options(name))}")
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
