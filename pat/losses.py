@@ -146,6 +146,16 @@ class SegLoss(nn.Module):
         return ", ".join(f"{n}={getattr(self, n)!r}" for n in names if n not in ("self", "counts", "generator", "weight")
                          and (n not in base or getattr(self, n) != base[n].default))
 
+    def _apply(self, fn, recurse=True):
+        """`.to(device)` moves the loss's buffers (`weight`, `counts`); a dtype cast (`.half()`, `.to(torch.bfloat16)`,
+        also of a model holding the loss) keeps their dtypes: in float16 a count of 5e6 is inf, bfloat16 rounds it."""
+        before = dict(self._buffers)
+        super()._apply(fn, recurse)
+        for name, old in before.items():
+            new = self._buffers[name]
+            if old is not None and new is not None and new.dtype != old.dtype: self._buffers[name] = old.to(device=new.device)
+        return self
+
     def loss(self, logits, target): raise NotImplementedError
 
     def kernel_spec(self, logits, target) -> dict | None:
@@ -210,15 +220,6 @@ class CountLoss(SegLoss):
         super().__init__(**kwargs)
         self.batch_counts = batch_counts
         self.register_buffer("counts", as_counts(counts) if not batch_counts or counts is not None else torch.ones(2, dtype=torch.float64))
-
-    def _apply(self, fn, recurse=True):
-        "`.to(device)` moves `counts`; a dtype cast (`.half()`, `.to(torch.bfloat16)`, also of a model holding the loss) keeps them float64."
-        counts = self._buffers.get("counts")
-        module = super()._apply(fn, recurse)
-        moved = self._buffers.get("counts")
-        if counts is not None and moved is not None and moved.dtype != counts.dtype:   # float16 has no 5e6 (inf), bfloat16 rounds
-            self._buffers["counts"] = counts.to(device=moved.device)
-        return module
 
     def class_counts(self, logits, target) -> torch.Tensor:
         "Counts per class (float64): the dataset's, or the batch's valid pixels' when `batch_counts`."

@@ -236,6 +236,7 @@ def build_model(name, # one of `MODEL_NAMES`
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
     num_classes, in_channels = _check_int('num_classes', num_classes, 2), _check_int('in_channels', in_channels, 1)
+    if seed is not None: seed = _check_int('seed', seed, 0)
     bad = set(options) - _options(name)
     if bad: raise TypeError(f"{name} does not take option(s) {sorted(bad)}; valid: {sorted(_options(name))}")
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
