@@ -25,7 +25,8 @@ def run_spread(run_dir: Path) -> dict:
 def main(argv=None):
     from pat.report import seeds_for
     from pat.pipeline import row_of
-    ap = argparse.ArgumentParser(prog="python tools/row_seeds.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python tools/row_seeds.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)   # the whole docstring: its examples too
     ap.add_argument("--runs", default="runs", help="the pipeline's runs folder (default runs)")
     ap.add_argument("--groups", nargs="+", default=["t61", "ablation"], help="table groups (default t61 ablation)")
     ap.add_argument("--half", type=float, default=1.35, help="the 95%% half-width to plan for, in mIoU points (default 1.35)")

@@ -53,7 +53,8 @@ def report(loss: str, metrics: list[dict]) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/seed_spread.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python tools/seed_spread.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)   # the whole docstring: its examples too
     ap.add_argument("--params", default="params.yaml", help="the params file (default params.yaml)")
     ap.add_argument("--losses", default="ce", help="comma-separated losses, e.g. ce,focal,ldam")
     ap.add_argument("--seeds", default="0-5", help="seeds, '0-5' or '0,3'")
