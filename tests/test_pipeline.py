@@ -2,7 +2,8 @@
 committed results of the default profile: made by the committed code, and quoted right by README.
 
 These tests copy the repository's tracked files to a temporary folder and run `dvc` there, so the
-working tree is never touched. They take a few minutes on 2 CPU cores.
+working tree is never touched. They take a few minutes on 2 CPU cores. The two about the committed results read
+the last commit (HEAD), not the working tree, which may hold another profile's params.yaml and results.
 """
 import itertools, json, os, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
@@ -26,6 +27,26 @@ def tracked_files() -> list:
     "The files git tracks in the working tree (paths relative to the root)."
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
     return [f for f in files if f and (ROOT / f).is_file()]
+
+
+def committed_files() -> list:
+    "The files of the last commit (paths relative to the root)."
+    return subprocess.run(["git", "ls-tree", "-r", "-z", "--name-only", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.split("\0")[:-1]
+
+
+def committed_text(path) -> str:
+    "A file as the last commit holds it."
+    return subprocess.run(["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def copy_committed(dst):
+    "The last commit's files at `dst`, as a fresh git repository."
+    dst.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
+    sh("git init -q && git config user.name t && git config user.email t@t && git add -A && git commit -qm copy", dst)
+    return dst
 
 
 def copy_tracked(dst, files=None):
@@ -131,11 +152,10 @@ def test_dvc_metrics_and_plots_show_the_tables(checkout, tmp_path):
 
 
 def test_committed_results_are_fresh(tmp_path):
-    """The results this repository shows were made by its code: on a copy of the tracked files, `dvc status` names no
+    """The results this repository shows were made by its code: on a copy of the last commit, `dvc status` names no
     tracked file (code, notebooks, params.yaml, and the metrics and plot data git tracks and README quotes) as changed
     since dvc.lock recorded it. The data and the DVC-cached outputs are not in a clone: those may be missing."""
-    files = tracked_files()
-    dst, tracked, stale = copy_tracked(tmp_path / "pat", files), set(files), []
+    dst, tracked, stale = copy_committed(tmp_path / "pat"), set(committed_files()), []
     for stage, changes in json.loads(sh("dvc status --json", dst).stdout).items():
         for change in changes:
             if isinstance(change, str):
@@ -200,8 +220,8 @@ def test_readme_quotes_the_committed_metrics():
     ties to the code), to the 2 decimals it prints: Table 6.1, its class-group table with the differences to CE (and
     their stars), the ablation's table and its differences to CE, Tables 6.2 and 6.3's single runs. (The prose's
     rounded numbers are not checked.)"""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    metrics = {t: json.loads((ROOT / f"results/metrics/{t}.json").read_text()) for t in ("table6_1", "table6_2", "table6_3", "ablation")}
+    readme = committed_text("README.md")               # the last commit's: the working tree may hold another profile's
+    metrics = {t: json.loads(committed_text(f"results/metrics/{t}.json")) for t in ("table6_1", "table6_2", "table6_3", "ablation")}
     t61, ablation = metrics["table6_1"]["t61"], metrics["ablation"]["ablation"]
     def of(group, name): return next(m for key, m in group.items() if key.endswith(f"-{name}"))   # <dataset>-<model>-<name>
     def same(text, numbers, starred=False):     # 2 printed decimals of numbers kept to 4
