@@ -193,6 +193,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                               'pat.pipeline.check_params': ('pipeline.html#check_params', 'pat/pipeline.py'),
                               'pat.pipeline.check_run': ('pipeline.html#check_run', 'pat/pipeline.py'),
                               'pat.pipeline.deep_merge': ('pipeline.html#deep_merge', 'pat/pipeline.py'),
+                              'pat.pipeline.enabled_dataset': ('pipeline.html#enabled_dataset', 'pat/pipeline.py'),
                               'pat.pipeline.expand_profile': ('pipeline.html#expand_profile', 'pat/pipeline.py'),
                               'pat.pipeline.extend_seeds': ('pipeline.html#extend_seeds', 'pat/pipeline.py'),
                               'pat.pipeline.load_params': ('pipeline.html#load_params', 'pat/pipeline.py'),

@@ -18,9 +18,10 @@ from .schema import (ParamsError, anything, boolean, choice, either, fail, got, 
 # %% auto #0
 __all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATION', 'GROUPS', 'THESIS_GRID', 'TRAIN_DEFAULTS',
            'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'SECTIONS', 'RUN_REQUIRED', 'RUN_SPEC', 'GENERATED', 'PROFILES_DIR',
-           'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'run_spec', 'check_run', 'resolve_run',
-           'check_params', 'resolve_params', 'load_params', 'source_stages', 'run_entry', 'extend_seeds', 'row_of',
-           'expand_profile', 'deep_merge', 'profile_names', 'load_profile', 'use_profile', 'run_settings', 'main']
+           'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'enabled_dataset', 'run_spec', 'check_run',
+           'resolve_run', 'check_params', 'resolve_params', 'load_params', 'source_stages', 'run_entry', 'extend_seeds',
+           'row_of', 'expand_profile', 'deep_merge', 'profile_names', 'load_profile', 'use_profile', 'run_settings',
+           'main']
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
 ALL_LOSSES = tuple(LOSSES)       # ce focal cb cbfocal bms ldam blv pat
@@ -101,10 +102,21 @@ RUN_REQUIRED = ("dataset", "model", "loss")
 RUN_SPEC = {"dataset": anything, "model": anything, "loss": anything, "model_options": anything, "loss_params": anything,
             "seeds": list_of(integer(0), 1, unique=True), **TRAIN_SPEC}
 
+def enabled_dataset(enabled=None, # the dataset names allowed (None or empty: all of `DEFAULTS`)
+                   ):
+    "Check of a run's dataset: one of `enabled`; a known dataset the profile does not enable says where to enable it."
+    names = enabled or DEFAULTS
+    def check(v, path):
+        if v in DEFAULTS and v not in names:
+            fail(path, f"dataset {v!r} is not enabled (data.enabled: {', '.join(names)}); add it to the profile's "
+                       "`datasets:` and run `python -m pat.pipeline use <profile>`")
+        choice(*names)(v, path)
+    return check
+
 def run_spec(enabled=None, # the dataset names allowed (None or empty: all of `DEFAULTS`)
             ) -> dict:
     "`RUN_SPEC` with the dataset, model and loss checked against the names that exist (the datasets: those enabled)."
-    return {**RUN_SPEC, "dataset": choice(*(enabled or DEFAULTS)), "model": choice(*MODEL_NAMES), "loss": choice(*ALL_LOSSES)}
+    return {**RUN_SPEC, "dataset": enabled_dataset(enabled), "model": choice(*MODEL_NAMES), "loss": choice(*ALL_LOSSES)}
 
 def check_run(run: dict, # the run's full settings (`resolve_run`)
               path: str = "run", # its key path, for the error message

@@ -766,7 +766,9 @@ def main(argv=None):
         if a.cmd == "stages":
             for g, key in run_share(load_params(a.params), a.groups, shard): print(f"train_{g}@{key}")
         elif a.list:
-            for cfg, seed, work, *_ in pending_jobs(load_params(a.params), a.groups, shard=shard): print(work)
+            jobs = pending_jobs(load_params(a.params), a.groups, shard=shard)
+            for cfg, seed, work, *_ in jobs: print(work)
+            if not jobs: print("no pending seeds", file=sys.stderr)
         else: print(json.dumps(pack(a.params, a.groups, a.per_device, a.gpu_gb, shard)))
     except (ParamsError, ValueError, FileNotFoundError) as e: raise SystemExit(f"error: {e}")
 

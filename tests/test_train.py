@@ -358,3 +358,14 @@ def test_resume_starts_from_the_checkpoint(data, tmp_path):
                         on_step=lambda s: starts.append(s))
     assert starts[:2] == [2, 3]                                   # resumed from the checkpoint of step 2
     for k in ("miou", "miou_batch_mean", "confusion_matrix", "iou"): assert resumed[k] == straight[k], k
+
+
+def test_pack_list_prints_the_pending_work_folders_or_says_there_are_none(monkeypatch, capsys):
+    "`pack --list` prints one work folder per pending seed; with none it says so on stderr instead of printing nothing."
+    params = str(Path(__file__).resolve().parents[1] / "params.yaml")
+    monkeypatch.setattr(T, "pending_jobs", lambda *a, **k: [({}, 0, Path("runs/.work/k1/seed0")), ({}, 3, Path("runs/.work/k2/seed3"))])
+    T.main(["pack", "--list", "--params", params])
+    assert capsys.readouterr() == ("runs/.work/k1/seed0\nruns/.work/k2/seed3\n", "")
+    monkeypatch.setattr(T, "pending_jobs", lambda *a, **k: [])
+    T.main(["pack", "--list", "--params", params])
+    assert capsys.readouterr() == ("", "no pending seeds\n")
