@@ -232,15 +232,15 @@ def test_index_page_links_every_page(built):
 
 
 def test_readme_opening_is_the_index_notebook():
-    """README.md up to '## Two commands' is the start of nbs/index.ipynb (the docs' index page), its markdown cells
+    """README.md up to '## Commands' is the start of nbs/index.ipynb (the docs' index page), its markdown cells
     before the first '## ' section: edit both together. (Two cells: nbdev reads '- key: value' lines of the title
     cell as metadata.)"""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "\n## Two commands" in readme
+    assert "\n## Commands" in readme
     index = cells(NBS / "index.ipynb")
     n = next(i for i, (t, s) in enumerate(index) if s.startswith("## "))
     assert n > 0 and all(t == "markdown" for t, _ in index[:n])
-    assert readme.split("\n## Two commands")[0].strip() == "\n\n".join(s.strip() for _, s in index[:n])
+    assert readme.split("\n## Commands")[0].strip() == "\n\n".join(s.strip() for _, s in index[:n])
 
 
 @needs_node
