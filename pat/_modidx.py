@@ -118,6 +118,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                             'pat.losses.LDAMLoss.margins': ('losses.html#ldamloss.margins', 'pat/losses.py'),
                             'pat.losses.MMSegLoss': ('losses.html#mmsegloss', 'pat/losses.py'),
                             'pat.losses.MMSegLoss.__init__': ('losses.html#mmsegloss.__init__', 'pat/losses.py'),
+                            'pat.losses.MMSegLoss.extra_repr': ('losses.html#mmsegloss.extra_repr', 'pat/losses.py'),
                             'pat.losses.MMSegLoss.forward': ('losses.html#mmsegloss.forward', 'pat/losses.py'),
                             'pat.losses.MMSegLoss.loss_name': ('losses.html#mmsegloss.loss_name', 'pat/losses.py'),
                             'pat.losses.PATLoss': ('losses.html#patloss', 'pat/losses.py'),

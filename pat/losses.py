@@ -597,6 +597,8 @@ class MMSegLoss(nn.Module):
         "The loss's key in mmseg's dict of losses; mmseg adds the ones starting with `loss_` to the total."
         return self._loss_name
 
+    def extra_repr(self) -> str: return f"loss_name={self.loss_name!r}, reduction={self.reduction!r}, loss_weight={self.loss_weight}"
+
     def forward(self, cls_score: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,
                 avg_factor=None, reduction_override: str | None = None, ignore_index: int | None = 255) -> torch.Tensor:
         reduction = check_choice("MMSegLoss", "reduction_override", reduction_override, REDUCTIONS) if reduction_override else self.reduction

@@ -354,7 +354,7 @@ def test_killed_run_resumes_to_the_same_metrics(checkout, tmp_path):
 @pytest.mark.parametrize("param, value, message", [
     ("loss", "dice", "run.loss: expected one of ce, focal, cb, cbfocal, bms, ldam, blv, pat, got 'dice'"),
     ("model", "resnet", "run.model: expected one of segnet, unet"),
-    ("loss_params", "{T: 0}", "run.loss_params: "),
+    ("loss_params", "{T: 0}", "run.loss_params.T: PAT parameter `T` must be"),
     ("iterations", '"3"', "run.iterations: expected an integer >= 1, got '3' (str)"),
     ("dataset", "nyuv2", "dataset 'nyuv2' (parameter `dataset`) is not prepared"),
 ])
