@@ -54,8 +54,11 @@ def check_inputs(logits: torch.Tensor, # float scores [B,C,H,W]
 # %% ../nbs/00_losses.ipynb #5e1b0c14
 POSITIVE, NON_NEGATIVE, FINITE = "a finite number > 0", "a finite number >= 0", "a finite number"
 
-def _bad_param(loss: str, name: str, expected: str, value) -> str:
-    return f"{loss} parameter `{name}` must be {expected}, got {value!r} ({type(value).__name__})"
+def _bad_param(error: type, loss: str, name: str, expected: str, value) -> Exception:
+    "An `error` (TypeError or ValueError) saying what `loss`'s parameter `name` must be; its `param` is `name`."
+    e = error(f"{loss} parameter `{name}` must be {expected}, got {value!r} ({type(value).__name__})")
+    e.param = name   # read by the pipeline's schema, which names the parameter's key in params.yaml
+    return e
 
 def check_number(loss: str, # the loss's name, for the error message
                  name: str, # the parameter's name, for the error message
@@ -64,8 +67,8 @@ def check_number(loss: str, # the loss's name, for the error message
                  ok=lambda v: True, # `ok(value)`: True when the value is allowed
                 ) -> float:
     "`value` as a float; TypeError unless a real number (not a bool), ValueError unless finite and `ok(value)`."
-    if isinstance(value, bool) or not isinstance(value, numbers.Real): raise TypeError(_bad_param(loss, name, expected, value))
-    if not (math.isfinite(value) and ok(value)): raise ValueError(_bad_param(loss, name, expected, value))
+    if isinstance(value, bool) or not isinstance(value, numbers.Real): raise _bad_param(TypeError, loss, name, expected, value)
+    if not (math.isfinite(value) and ok(value)): raise _bad_param(ValueError, loss, name, expected, value)
     return float(value)
 
 def check_choice(loss: str, # the loss's name, for the error message
@@ -75,8 +78,8 @@ def check_choice(loss: str, # the loss's name, for the error message
                 ) -> str:
     "`value` if it is one of the strings `choices`; TypeError if it is not a string, ValueError if another string."
     expected = "one of " + ", ".join(map(repr, choices))
-    if not isinstance(value, str): raise TypeError(_bad_param(loss, name, expected, value))
-    if value not in choices: raise ValueError(_bad_param(loss, name, expected, value))
+    if not isinstance(value, str): raise _bad_param(TypeError, loss, name, expected, value)
+    if value not in choices: raise _bad_param(ValueError, loss, name, expected, value)
     return value
 
 # %% ../nbs/00_losses.ipynb #022f5c88
@@ -107,7 +110,7 @@ def class_weights_param(loss: str, # the loss's name, for the error message
     if weight is None: return None
     w = torch.as_tensor(weight, dtype=torch.float32).flatten()
     if w.numel() < 2 or not torch.isfinite(w).all() or (w < 0).any():
-        raise ValueError(_bad_param(loss, "weight", "finite, non-negative weights, one per class", weight))
+        raise _bad_param(ValueError, loss, "weight", "finite, non-negative weights, one per class", weight)
     return w
 
 class SegLoss(nn.Module):
@@ -123,7 +126,7 @@ class SegLoss(nn.Module):
                 ):
         super().__init__()
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-            raise TypeError(_bad_param(self.loss_name, "ignore_index", "an integer label (such as 255 or -100)", ignore_index))
+            raise _bad_param(TypeError, self.loss_name, "ignore_index", "an integer label (such as 255 or -100)", ignore_index)
         self.ignore_index, self.validate = int(ignore_index), validate
         self.reduction = check_choice(self.loss_name, "reduction", reduction, REDUCTIONS)
         self.register_buffer("weight", class_weights_param(self.loss_name, weight))
@@ -370,7 +373,7 @@ class BLVLoss(CountLoss):
         super().__init__(counts, **kwargs)
         self.sigma = check_number(self.loss_name, "sigma", sigma, NON_NEGATIVE, lambda v: v >= 0)
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(_bad_param(self.loss_name, "generator", "None or a torch.Generator", generator))
+            raise _bad_param(TypeError, self.loss_name, "generator", "None or a torch.Generator", generator)
         self.generator = generator
     def check_generator(self, logits):
         "Raise a clear error unless the generator (if any) is on the logits' device."
@@ -429,8 +432,8 @@ def check_pat_options(T, # the temperature, > 0
     check_choice("PAT", "normalize", normalize, PAT_NORMALIZE)
     check_choice("PAT", "curve", curve, PAT_CURVES)
     if curve == "eq4.44" and (1 - eps) / T >= BETA_MAX_EXPONENT:   # beta's largest value, at p = 0: e^{(1-eps)/T}
-        raise ValueError(_bad_param("PAT", "T", f"> (1 - eps) / {BETA_MAX_EXPONENT} = {(1 - eps) / BETA_MAX_EXPONENT:.4g} "
-                                    f"(eps = {eps}), or beta = exp((1-p-eps)/T) overflows float32", T))
+        raise _bad_param(ValueError, "PAT", "T", f"> (1 - eps) / {BETA_MAX_EXPONENT} = {(1 - eps) / BETA_MAX_EXPONENT:.4g} "
+                         f"(eps = {eps}), or beta = exp((1-p-eps)/T) overflows float32", T)
 
 def pat_pixel_terms(logits, target, T: float = 20.0, eps: float = 0.0, normalize: str = "mask", curve: str = "eq4.44",
                     detach_weight: bool = False, ignore_index: int = 255):
@@ -557,7 +560,8 @@ def get_loss(name: str, # one of `LOSSES`' names
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}")
     try: return LOSSES[name](**params)
-    except TypeError as e: raise TypeError(f"bad parameters for loss {name!r}: {e}") from None
+    except TypeError as e:   # an unknown or mistyped parameter: the message says which loss, a checked one keeps its `param`
+        e.args = (f"bad parameters for loss {name!r}: {e}",); raise
 
 # %% ../nbs/00_losses.ipynb #1d8c29d6
 def _mean_divisor(loss: SegLoss, logits: torch.Tensor, target: torch.Tensor):
@@ -584,7 +588,7 @@ class MMSegLoss(nn.Module):
         self.loss_weight = check_number("MMSegLoss", "loss_weight", loss_weight)
         name = f"loss_{loss}" if loss_name is None else loss_name
         if not isinstance(name, str) or not name.startswith("loss_"):
-            raise ValueError(_bad_param("MMSegLoss", "loss_name", "a string starting with 'loss_' (mmseg adds only those to the total loss)", loss_name))
+            raise _bad_param(ValueError, "MMSegLoss", "loss_name", "a string starting with 'loss_' (mmseg adds only those to the total loss)", loss_name)
         self._loss_name = name
         if class_weight is not None:
             if "weight" in params: raise TypeError("MMSegLoss takes `class_weight` or `weight` (the same per-class factors), not both")

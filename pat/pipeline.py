@@ -75,9 +75,9 @@ def loss_params(loss: str):
         known(v, path)
         counts = {"counts": [1.0, 1.0]} if loss in COUNT_LOSSES else {}
         try: get_loss(loss, **v, **counts)
-        except (ValueError, TypeError) as e:            # the losses' messages name the parameter: "... parameter `T` must be"
-            name = re.search(r"parameter `(\w+)`", str(e))
-            fail(f"{path}.{name[1]}" if name and name[1] in v else path, str(e))
+        except (ValueError, TypeError) as e:            # a parameter's error names it in `param` (pat.losses._bad_param)
+            name = getattr(e, "param", None)
+            fail(f"{path}.{name}" if name in v else path, str(e))
     return check
 
 
