@@ -226,6 +226,14 @@ def compare_table(runs: pd.DataFrame, # `load_runs`'s rows
     return out
 
 # %% ../nbs/04_report.ipynb #eb62bc5c
+def _by_seed(sel: pd.DataFrame, metric: str, group, value) -> pd.Series:
+    """`metric` indexed by seed. A seed twice in one arm (two runs of one `key` value in a group, e.g. two models
+    when `by` leaves the model out) would pair every copy with every other, pooling runs into one difference."""
+    dup = sorted(set(sel.seed[sel.seed.duplicated()].tolist()))
+    if dup: raise ValueError(f"group {group!r}, {value!r}: seeds {dup} appear more than once (runs {sorted(set(sel.run)) if 'run' in sel else '?'}); "
+                             "add the column that tells them apart to `by` so that each seed is paired once")
+    return sel.set_index("seed")[metric]
+
 def paired_diff(runs: pd.DataFrame, # `load_runs`'s rows
                 metric: str, # e.g. miou
                 by: list, # the columns of a group, e.g. ['dataset', 'model']
@@ -237,9 +245,9 @@ def paired_diff(runs: pd.DataFrame, # `load_runs`'s rows
     interval excludes zero."""
     rows = []
     for group, sel in runs.groupby(by, sort=False):
-        base = sel[sel[key] == ref].set_index("seed")[metric]
+        base = _by_seed(sel[sel[key] == ref], metric, group, ref)
         for k, other in sel[sel[key] != ref].groupby(key, sort=False):
-            d = (other.set_index("seed")[metric] - base).dropna()
+            d = (_by_seed(other, metric, group, k) - base).dropna()
             mean, half, n = mean_ci(d.tolist())
             rows.append({**dict(zip(by, group if isinstance(group, tuple) else (group,))), key: k, "metric": metric,
                          "diff": mean, "half": half, "n": n, "significant": n > 1 and not math.isnan(half) and abs(mean) > half})
@@ -335,9 +343,9 @@ def paired_ratio(runs: pd.DataFrame, # one row per seed (`load_runs`)
     of paired seeds (0, with a nan ratio, when the group has no `ref` run)."""
     rows = []
     for group, sel in runs.groupby(by, sort=False):
-        base = sel[sel[key] == ref].set_index("seed")[metric]
+        base = _by_seed(sel[sel[key] == ref], metric, group, ref)
         for k, other in sel.groupby(key, sort=False):
-            r = (other.set_index("seed")[metric] / base).dropna()
+            r = (_by_seed(other, metric, group, k) / base).dropna()
             rows.append({**dict(zip(by, group if isinstance(group, tuple) else (group,))), key: k,
                          "ratio": r.mean() if len(r) else math.nan, "sd": r.std(ddof=1) if len(r) > 1 else math.nan, "n": len(r)})
     return pd.DataFrame(rows)
