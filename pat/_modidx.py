@@ -249,6 +249,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                             'pat.report.mean_ci': ('report.html#mean_ci', 'pat/report.py'),
                             'pat.report.paired_diff': ('report.html#paired_diff', 'pat/report.py'),
                             'pat.report.paired_ratio': ('report.html#paired_ratio', 'pat/report.py'),
+                            'pat.report.rank_label': ('report.html#rank_label', 'pat/report.py'),
                             'pat.report.runs_note': ('report.html#runs_note', 'pat/report.py'),
                             'pat.report.save_metrics': ('report.html#save_metrics', 'pat/report.py'),
                             'pat.report.save_table': ('report.html#save_table', 'pat/report.py'),

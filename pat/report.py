@@ -13,9 +13,9 @@ from .train import code_hash, config_hash, run_config
 
 # %% auto #0
 __all__ = ['THESIS_NAMES', 'LOWER_IS_BETTER', 'METRIC_LABELS', 'markdown_table', 'save_table', 'StaleRunError', 'load_runs',
-           'seed_ranges', 'runs_note', 'mean_ci', 'seed_sd', 'seeds_for', 'fmt_ci', 'is_best', 'thesis_lookup',
-           'compare_table', 'paired_diff', 'fmt_diff', 'diff_table', 'groups_and_diffs', 'table_metrics',
-           'save_metrics', 'paired_ratio', 'training_cost']
+           'seed_ranges', 'runs_note', 'mean_ci', 'seed_sd', 'seeds_for', 'fmt_ci', 'is_best', 'rank_label',
+           'thesis_lookup', 'compare_table', 'paired_diff', 'fmt_diff', 'diff_table', 'groups_and_diffs',
+           'table_metrics', 'save_metrics', 'paired_ratio', 'training_cost']
 
 # %% ../nbs/04_report.ipynb #a00dc131
 def markdown_table(df: pd.DataFrame, # the table
@@ -165,12 +165,22 @@ def fmt_ci(mean: float, # the mean over seeds
 # %% ../nbs/04_report.ipynb #c78b9195
 def is_best(means, # a column's means (NaN: no value)
             lower_is_better: bool = False, # e.g. the Dice error
+            digits: int | None = None, # compare the means as printed, rounded to this many decimals
            ) -> list[bool]:
     "Which means are the best (ties included); none when all finite means are equal, since then nothing wins."
+    if digits is not None: means = [round(m, digits) for m in means]
     finite = [m for m in means if not math.isnan(m)]
     if len(set(finite)) < 2: return [False] * len(means)
     best = (min if lower_is_better else max)(finite)
     return [m == best for m in means]
+
+# %% ../nbs/04_report.ipynb #28906dc7
+def rank_label(means: pd.Series, # a value per row label, higher is better
+               label, # the row whose rank is wanted
+              ) -> str:
+    "`label`'s rank among `means` (1: the highest): 'k', or 'k-m (tied)' when it shares its value with others."
+    first, last = (int(means.rank(ascending=False, method=m)[label]) for m in ("min", "max"))
+    return str(first) if first == last else f"{first}-{last} (tied)"
 
 # %% ../nbs/04_report.ipynb #a0f7dac6
 def thesis_lookup(thesis: pd.DataFrame, # data/thesis_tables.csv, read as strings
@@ -205,7 +215,8 @@ def compare_table(runs: pd.DataFrame, # `load_runs`'s rows
                   digits: int = 2, # decimals
                  ) -> pd.DataFrame:
     """Rows = combinations of `row_keys` (e.g. ['loss'] or ['model', 'loss']); for each dataset and metric an
-    'ours' column (mean ± 95% CI over seeds, best in bold, 'not run' when absent) and a 'thesis' column."""
+    'ours' column (mean ± 95% CI over seeds, best in bold, 'not run' when absent, 'no value' when its seeds have
+    none, such as a group whose classes are missing from the test split) and a 'thesis' column."""
     rows = row_order or sorted(runs.groupby(row_keys).groups.keys())
     rows = [r if isinstance(r, tuple) else (r,) for r in rows]
     out = pd.DataFrame({k: [r[i] for r in rows] for i, k in enumerate(row_keys)})
@@ -215,11 +226,11 @@ def compare_table(runs: pd.DataFrame, # `load_runs`'s rows
             for r in rows:
                 sel = runs[(runs.dataset == ds) & (runs[row_keys] == pd.Series(r, index=row_keys)).all(axis=1)] if len(runs) else runs
                 m, h, n = mean_ci(sel[metric].tolist()) if len(sel) and metric in sel else (float("nan"), float("nan"), 0)
-                means.append(m); cells.append(fmt_ci(m, h, n, digits) if n else "not run")
+                means.append(m); cells.append(fmt_ci(m, h, n, digits) if n else "no value" if len(sel) else "not run")
                 key = dict(zip(row_keys, r))
                 v = thesis_lookup(thesis, table, metric, key.get("loss"), key.get("model"), ds, key.get("T"))
                 paper.append("–" if v is None else f"{v:g}")
-            cells = [f"**{c}**" if b else c for c, b in zip(cells, is_best(means, metric in LOWER_IS_BETTER))]
+            cells = [f"**{c}**" if b else c for c, b in zip(cells, is_best(means, metric in LOWER_IS_BETTER, digits))]
             label = f"{ds} {METRIC_LABELS.get(metric, metric)}"
             out[f"{label} (ours)"] = cells
             out[f"{label} (thesis)"] = paper
@@ -260,7 +271,8 @@ def fmt_diff(row, # a row of `paired_diff`
     "'+1.23 ± 0.45 *' (the star: the 95% interval excludes zero; over 2 seeds the spread, as in `fmt_ci`)."
     if row["n"] == 0 or math.isnan(row["diff"]): return "–"
     spread = (f" (sd {seed_sd(row['half'], 2):.{digits}f}, 2 seeds)" if row["n"] == 2 else f" ± {row['half']:.{digits}f}")
-    return f"{row['diff']:+.{digits}f}" + ("" if math.isnan(row["half"]) else spread) + (" *" if row["significant"] else "")
+    diff = round(row["diff"], digits) + 0.0            # + 0.0: a difference that rounds to zero prints as +0.00, not -0.00
+    return f"{diff:+.{digits}f}" + ("" if math.isnan(row["half"]) else spread) + (" *" if row["significant"] else "")
 
 # %% ../nbs/04_report.ipynb #d66cd138
 def diff_table(runs: pd.DataFrame, # `load_runs`'s rows

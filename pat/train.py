@@ -53,7 +53,7 @@ def segmentation_metrics(cm: torch.Tensor) -> dict:
     iou = torch.where(present, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
     dice = torch.where(present, 2 * tp / (gt + pr).clamp_min(1), torch.full_like(tp, float("nan")))
     return {"miou": 100 * iou[present].mean().item() if present.any() else float("nan"),
-            "pixel_acc": 100 * (tp.sum() / cm.sum().clamp_min(1)).item(),
+            "pixel_acc": 100 * (tp.sum() / cm.sum()).item() if cm.sum() > 0 else float("nan"),
             "dice_error": 1 - dice[present].mean().item() if present.any() else float("nan"),
             "iou": (100 * iou).tolist(), "dice": dice.tolist()}
 
