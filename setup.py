@@ -1,9 +1,11 @@
 """setup.py in nbdev 2's form: metadata comes from settings.ini."""
 from configparser import ConfigParser
+from pathlib import Path
 import setuptools
 
+here = Path(__file__).resolve().parent
 cfg = ConfigParser(delimiters=['='])
-cfg.read('settings.ini')
+if not cfg.read(here / 'settings.ini'): raise SystemExit(f"setup.py: {here / 'settings.ini'} not found (it holds the package metadata)")
 cfg = cfg['DEFAULT']
 # settings.ini leaves git_url and author_email empty while the project has no public repository
 urls = {'Source': cfg['git_url']} if cfg.get('git_url') else {}
@@ -24,7 +26,7 @@ setuptools.setup(
     install_requires=cfg['requirements'].split(),
     extras_require={'pipeline': cfg['pipeline_requirements'].split(),
                     'dev': cfg['pipeline_requirements'].split() + cfg['dev_requirements'].split()},
-    long_description=open('README.md').read(),
+    long_description=(here / 'README.md').read_text(encoding='utf-8'),
     long_description_content_type='text/markdown',
     entry_points={'console_scripts': ['pat-bench=pat.bench:main'],
                   'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},

@@ -41,3 +41,22 @@ def test_core_modules_import_only_torch(module):
     "The losses and models load with torch alone; smp (a core requirement) and triton (optional) load when used."
     top, inner, _ = imports(module)
     assert top <= {"torch"}, f"pat/{module}.py imports {sorted(top - {'torch'})} when imported"
+
+
+def test_sdist_builds_a_wheel(tmp_path):
+    "The sdist holds what setup.py reads (settings.ini) and no tests; pip builds a wheel with the package from it alone."
+    import shutil, subprocess, sys, tarfile, zipfile
+    src = tmp_path / "src"                                       # the committed files, so the build leaves the checkout alone
+    for f in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split():
+        if (ROOT / f).is_file(): (src / f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(ROOT / f, src / f)
+    code = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
+    name = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=src, capture_output=True, text=True,
+                          check=True).stdout.split()[-1]
+    with tarfile.open(tmp_path / name) as t: members = {m.split("/", 1)[1] for m in t.getnames() if "/" in m}
+    assert "settings.ini" in members and "LICENSE" in members and "pat/losses.py" in members
+    assert not any(m.startswith("tests/") for m in members), "the sdist holds tests/ without conftest.py and the repository they need"
+    whl = tmp_path / "whl"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(whl),
+                    str(tmp_path / name)], cwd=tmp_path, check=True, capture_output=True, text=True)
+    (wheel,) = whl.glob("pat_seg-*.whl")
+    assert "pat/losses.py" in zipfile.ZipFile(wheel).namelist()
