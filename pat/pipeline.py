@@ -333,6 +333,8 @@ def main(argv=None):
         elif a.cmd == "check":
             load_params(a.file); print(f"{a.file}: ok")
         else:
+            if not profile_names():
+                raise ParamsError(f"no profiles in {PROFILES_DIR.resolve()}: run this in the repository's root, which holds profiles/<name>.yaml")
             for name in profile_names():
                 try: print(f"{name}: {load_profile(name).get('description', '')}")
                 except ParamsError as e: print(f"{name}: (broken) {e}")

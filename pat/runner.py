@@ -58,9 +58,11 @@ def run_notebook(src, # the notebook to run
     """Execute notebook `src` with papermill `parameters` in `cwd`; write the executed copy to `dst` atomically.
     On failure the executed copy, with the full traceback, is kept as `<dst stem>.failed.ipynb`. The kernel gets
     `PAT_PROGRESS=stderr`, so training progress bars draw on the terminal (`dvc repro` shows them)."""
-    import papermill as pm
     src, dst = Path(src), Path(dst)
     if not src.exists(): raise FileNotFoundError(f"notebook {src} not found")
+    try: import papermill as pm
+    except ImportError as e:
+        raise ImportError(f"pat.runner needs the pipeline's packages ({e.name} is missing): pip install 'pat-seg[pipeline]'") from e
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp, failed = dst.with_name(f".{dst.stem}.running.ipynb"), dst.with_name(f"{dst.stem}.failed.ipynb")
     try:
@@ -107,7 +109,7 @@ def main(argv=None):
     try:
         if params.get("params_file"): check_params_file(params["params_file"])
         run_notebook(a.notebook, a.output, params, progress=a.progress)
-    except (ValueError, NotebookFailed, FileNotFoundError) as e:      # ParamsError is a ValueError
+    except (ValueError, NotebookFailed, FileNotFoundError, ImportError) as e:      # ParamsError is a ValueError
         raise SystemExit(f"error{where}: {e}")
 
 # %% ../nbs/10_runner.ipynb #dac9c24a

@@ -1,0 +1,32 @@
+"What a user of the installed package sees when the pipeline's commands run outside the repository or without its packages."
+import os, subprocess, sys
+from pathlib import Path
+import pytest
+from pat.repro import repro
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}   # this checkout's pat, from a folder outside it
+
+
+def _run(code, cwd):
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120)
+
+
+def test_pipeline_list_outside_the_repository(tmp_path):
+    "`python -m pat.pipeline list` where there is no profiles/ says so (it printed nothing and exited 0)."
+    r = subprocess.run([sys.executable, "-m", "pat.pipeline", "list"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "no profiles in" in r.stderr and "repository's root" in r.stderr, r
+
+
+def test_repro_without_dvc_names_what_to_install():
+    "`python -m pat.repro` without dvc on PATH: one error naming the extra (was a FileNotFoundError traceback)."
+    with pytest.raises(RuntimeError, match=r"not found on PATH: install the pipeline's packages \(pip install 'pat-seg\[pipeline\]'\)"):
+        repro(dvc="pat-no-such-dvc")
+
+
+def test_runner_without_papermill_names_what_to_install(tmp_path):
+    "`python -m pat.runner` without papermill: one line naming the extra (was a ModuleNotFoundError traceback)."
+    (tmp_path / "nb.ipynb").write_text("{}")
+    r = _run("import sys; sys.modules['papermill'] = None; from pat.runner import main; main(['nb.ipynb', 'out.ipynb'])", tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "papermill is missing): pip install 'pat-seg[pipeline]'" in r.stderr, r.stderr
