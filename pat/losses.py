@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_losses.ipynb #54dcea81
 from __future__ import annotations
-import inspect, math, numbers, os
+import inspect, io, math, numbers, os, textwrap, tokenize
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -12,10 +12,11 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'REDUCTIONS', 'BETA', 'PAT_CURVES', 'PAT_NORMALIZE', 'BETA_MAX_EXPONENT',
            'TABLE5_1_P', 'LOSSES', 'COUNT_LOSSES', 'set_debug', 'checks_values', 'check_inputs', 'check_number',
-           'check_choice', 'as_counts', 'class_weights_param', 'SegLoss', 'bin_counts', 'CountLoss', 'CELoss',
-           'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss', 'LDAMLoss',
-           'BLVLoss', 'pat_weight', 'mask_sizes', 'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference',
-           'PATLoss', 'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss', 'MMSegLoss']
+           'check_choice', 'as_counts', 'class_weights_param', 'param_docs', 'SegLoss', 'bin_counts', 'CountLoss',
+           'CELoss', 'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss',
+           'LDAMLoss', 'BLVLoss', 'pat_weight', 'mask_sizes', 'check_pat_options', 'pat_pixel_terms',
+           'pat_loss_reference', 'PATLoss', 'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss',
+           'MMSegLoss']
 
 # %% ../nbs/00_losses.ipynb #240515cc
 _DEBUG = {"checks": os.environ.get("PAT_DEBUG_CHECKS", "0") == "1"}
@@ -113,6 +114,31 @@ def class_weights_param(loss: str, # the loss's name, for the error message
         raise _bad_param(ValueError, loss, "weight", "finite, non-negative weights, one per class", weight)
     return w
 
+def param_docs(fn) -> str:
+    """`fn`'s parameters, with their defaults and the `# comment` after each (nbdev's docments), as a `Parameters:`
+    section for `help()`; '' where the source cannot be read."""
+    try: src = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError): return ""
+    comments, depth, expect, last = {}, 0, False, None
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1; expect = depth == 1
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth -= 1
+                if depth == 0: break
+            elif tok.type == tokenize.OP and tok.string == "," and depth == 1: expect = True
+            elif tok.type == tokenize.NAME and expect: last, expect = tok.string, False
+            elif tok.type == tokenize.COMMENT and last: comments.setdefault(last, tok.string.lstrip("# ").strip())
+    except (tokenize.TokenError, SyntaxError): return ""
+    lines = []
+    for n, p in inspect.signature(fn).parameters.items():
+        if n == "self": continue
+        name = {p.VAR_POSITIONAL: f"*{n}", p.VAR_KEYWORD: f"**{n}"}.get(p.kind, n)
+        default = "" if p.default is p.empty else f" = {p.default!r}"
+        lines.append(f"  {name}{default}" + (f": {comments[n]}" if n in comments else ""))
+    return "Parameters:\n" + "\n".join(lines) if lines else ""
+
 class SegLoss(nn.Module):
     """Base class: `forward(logits [B,C,H,W], target [B,H,W])`; subclasses implement `loss` from per-pixel terms.
     `reduction`: 'mean' (each loss's own normalisation, the thesis's), 'sum', or 'none' (the per-pixel terms
@@ -131,7 +157,16 @@ class SegLoss(nn.Module):
         self.reduction = check_choice(self.loss_name, "reduction", reduction, REDUCTIONS)
         self.register_buffer("weight", class_weights_param(self.loss_name, weight))
 
+    def __init_subclass__(cls, **kwargs):
+        "`help(PATLoss)` lists the loss's parameters and SegLoss's, with defaults and meanings (from the source's comments)."
+        super().__init_subclass__(**kwargs)
+        init = vars(cls).get("__init__")
+        if init is not None and not init.__doc__:
+            own, base = param_docs(init), param_docs(SegLoss.__init__)
+            init.__doc__ = "\n\n".join(s for s in (own, base and "SegLoss's (in **kwargs):\n" + base.split("\n", 1)[1]) if s) or None
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        "The loss of `logits` [B,C,H,W] (float) for `target` [B,H,W] (integer labels, `ignore_index` left out)."
         target = check_inputs(logits, target, self.ignore_index) if self.validate else target.long()
         fast = self.kernel_loss(logits, target)
         if fast is not None: return fast
@@ -467,7 +502,11 @@ def pat_loss_reference(logits, # float scores [B,C,H,W]
 
 # %% ../nbs/00_losses.ipynb #e9377713
 class PATLoss(SegLoss):
-    "PAT (thesis Eq. 4.43-4.44): $-\\frac1B\\sum_i\\sum_j \\beta_{ij} \\log p_{ij}[y] / S_i^{y}$, $\\beta = e^{(1-p_y-\\epsilon)/T}$."
+    """PAT (thesis Eq. 4.43-4.44): $-\\frac1B\\sum_i\\sum_j \\beta_{ij} \\log p_{ij}[y] / S_i^{y}$, $\\beta = e^{(1-p_y-\\epsilon)/T}$.
+    $B$: the batch size; $p_{ij}[y]$ ($p_y$): the softmax probability of pixel $j$ of image $i$ for its label $y$;
+    $S_i^y$: the number of valid pixels of label $y$ in image $i$ (`normalize='mask'`; with 'none' the sum of
+    $\\beta \\cdot (-\\log p_y)$ is divided by the number of valid pixels instead); `curve='table5.1'` uses
+    $\\beta = e^{-(1-p_y-\\epsilon)/T}$. Ignored pixels (`ignore_index`) count nowhere."""
     loss_name = "PAT"
     def __init__(self, T: float = 20.0, # the temperature, > 0
                  eps: float = 0.0, # the offset subtracted from 1-p
@@ -552,11 +591,14 @@ def plot_weight_curves(Ts=(2, 5, 20), # PAT's temperatures to draw
 LOSSES = {"ce": CELoss, "focal": FocalLoss, "cb": CBLoss, "cbfocal": CBFocalLoss,
           "bms": BMSLoss, "ldam": LDAMLoss, "blv": BLVLoss, "pat": PATLoss}
 COUNT_LOSSES = tuple(k for k, v in LOSSES.items() if issubclass(v, CountLoss))
+SegLoss.__init__.__doc__ = param_docs(SegLoss.__init__) or None   # its subclasses get theirs in `SegLoss.__init_subclass__`
 
 def get_loss(name: str, # one of `LOSSES`' names
              **params, # the loss's parameters
             ) -> SegLoss:
-    "Build a loss by name (ce, focal, cb, cbfocal, bms, ldam, blv, pat) with its parameters."
+    """Build a loss by name (ce, focal, cb, cbfocal, bms, ldam, blv, pat) with its parameters: those of its class
+    `LOSSES[name]` and of `SegLoss` (`help(LOSSES['pat'])` lists them with defaults). The count losses (cb, cbfocal,
+    bms, ldam, blv) need `counts`, the training-set pixel count of each class."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}")
     try: return LOSSES[name](**params)
