@@ -182,6 +182,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                             'pat.models._check_width': ('models.html#_check_width', 'pat/models.py'),
                             'pat.models._multiple': ('models.html#_multiple', 'pat/models.py'),
                             'pat.models._options': ('models.html#_options', 'pat/models.py'),
+                            'pat.models._options_doc': ('models.html#_options_doc', 'pat/models.py'),
                             'pat.models.build_model': ('models.html#build_model', 'pat/models.py'),
                             'pat.models.conv_bn_relu': ('models.html#conv_bn_relu', 'pat/models.py'),
                             'pat.models.double_conv': ('models.html#double_conv', 'pat/models.py'),

@@ -12,6 +12,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .losses import param_docs   # help(build_model) lists its parameters
 
 # %% ../nbs/01_models.ipynb #b6daeaf5
 def _check_int(name, v, lo):
@@ -243,3 +244,15 @@ def build_model(name, # one of `MODEL_NAMES`
         if seed is not None: torch.manual_seed(seed)
         net = _BUILDERS[name](num_classes, in_channels, **options)
     return PadToMultiple(net, _multiple(net), pad_mode)
+
+def _options_doc(name) -> str:
+    "Model `name`'s options and their defaults, read from its builder's signature (without importing smp)."
+    ps = [p for p in inspect.signature(_BUILDERS[name]).parameters.values() if p.name not in ('num_classes', 'in_channels')]
+    own = [f"{p.name}={p.default!r}" for p in ps if p.kind is not p.VAR_KEYWORD]
+    return f"{name}: {', '.join(own) or 'none'}" + (", and segmentation_models_pytorch's options of the architecture"
+                                                    if any(p.kind is p.VAR_KEYWORD for p in ps) else "")
+
+# help(build_model): its parameters (from the comments above) and each model's options
+build_model.__doc__ = "\n\n".join(s for s in (build_model.__doc__, param_docs(build_model),
+                                               "Options:\n" + "\n".join(f"  {_options_doc(n)}" for n in MODEL_NAMES)) if s)
+
