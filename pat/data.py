@@ -206,6 +206,7 @@ def write_stats(root, # the prepared dataset's folder
                 figures_dir='results/figures', # the folder of the two figures
                ) -> dict:
     "Compute the statistics of a prepared dataset, write `<stats_dir>/<name>/stats.json` and the two figures."
+    import matplotlib, pandas, seaborn   # the figures' packages (pip install 'pat-seg[pipeline]'): missing, nothing is written
     st = compute_stats(root); name = st['name']
     with atomic_write(Path(stats_dir) / name / 'stats.json') as f: json.dump(st, f)
     plot_shares(st, Path(figures_dir) / f'data_{name}_shares.png')
@@ -249,6 +250,10 @@ def main(argv=None):
             print(json.dumps({k: st[k] for k in ('name', 'counts', 'groups', 'head_tail_ratio')}))
     except (DataError, ValueError, FileNotFoundError) as e:     # ValueError: a ParamsError too
         print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr); sys.exit(2)
+    except ImportError as e:                                    # the figures' packages, not pat's core requirements
+        print(f"error: python -m pat.data {a.command} needs the pipeline's packages ({e.name} is missing): "
+              "pip install 'pat-seg[pipeline]'", file=sys.stderr); sys.exit(2)
+
 
 # %% ../nbs/02_data.ipynb #b6959eab
 try: get_ipython  # noqa: F821  (inside a notebook: do not run the CLI)

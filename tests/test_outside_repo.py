@@ -30,3 +30,13 @@ def test_runner_without_papermill_names_what_to_install(tmp_path):
     r = _run("import sys; sys.modules['papermill'] = None; from pat.runner import main; main(['nb.ipynb', 'out.ipynb'])", tmp_path)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "papermill is missing): pip install 'pat-seg[pipeline]'" in r.stderr, r.stderr
+
+
+def test_data_stats_without_the_figures_packages(tmp_path):
+    "`python -m pat.data stats` without matplotlib: one error line naming the extra, and no stats.json written (was a traceback after it)."
+    code = ("import sys; sys.modules['matplotlib'] = None; from pat.data import main; "
+            "main(['stats', 'synthetic', '--prepared', 'prep', '--stats', 'stats', '--figures', 'fig'])")
+    r = _run(code, tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "stats needs the pipeline's packages (matplotlib is missing): pip install 'pat-seg[pipeline]'" in r.stderr, r.stderr
+    assert not (tmp_path / "stats").exists()
