@@ -8,6 +8,7 @@ cfg = ConfigParser(delimiters=['='])
 if not cfg.read(here / 'settings.ini'): raise SystemExit(f"setup.py: {here / 'settings.ini'} not found (it holds the package metadata)")
 cfg = cfg['DEFAULT']
 # settings.ini leaves git_url and author_email empty while the project has no public repository
+STATUSES = {1: 'Planning', 2: 'Pre-Alpha', 3: 'Alpha', 4: 'Beta', 5: 'Production/Stable', 6: 'Mature', 7: 'Inactive'}
 urls = {'Source': cfg['git_url']} if cfg.get('git_url') else {}
 
 setuptools.setup(
@@ -18,7 +19,11 @@ setuptools.setup(
     author_email=cfg.get('author_email') or None,
     license='Apache-2.0',
     keywords=cfg['keywords'].split(),
-    classifiers=['Programming Language :: Python :: 3', 'License :: OSI Approved :: Apache Software License'],
+    # settings.ini's status and audience as nbdev's own setup.py maps them; the license is `license` above (setuptools
+    # deprecates the License :: classifiers, and warned at every build)
+    classifiers=[f"Development Status :: {cfg['status']} - {STATUSES[int(cfg['status'])]}",
+                 f"Intended Audience :: {cfg['audience']}", 'Programming Language :: Python :: 3',
+                 'Programming Language :: Python :: 3 :: Only', 'Topic :: Scientific/Engineering :: Artificial Intelligence'],
     project_urls=urls,
     url=urls.get('Source'),
     packages=setuptools.find_packages(include=['pat', 'pat.*']),

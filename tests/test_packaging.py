@@ -50,9 +50,13 @@ def test_sdist_builds_a_wheel(tmp_path):
     for f in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split():
         if (ROOT / f).is_file(): (src / f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(ROOT / f, src / f)
     code = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
-    name = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=src, capture_output=True, text=True,
-                          check=True).stdout.split()[-1]
-    with tarfile.open(tmp_path / name) as t: members = {m.split("/", 1)[1] for m in t.getnames() if "/" in m}
+    built = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=src, capture_output=True, text=True, check=True)
+    name = built.stdout.split()[-1]
+    assert "deprecated" not in built.stdout + built.stderr, "setuptools warns about the metadata"
+    with tarfile.open(tmp_path / name) as t:
+        members = {m.split("/", 1)[1] for m in t.getnames() if "/" in m}
+        info = t.extractfile(f"{name.removesuffix('.tar.gz')}/PKG-INFO").read().decode()
+    assert "License: Apache-2.0" in info and "Classifier: Development Status :: 3 - Alpha" in info and "Requires-Python: >=3.10" in info
     assert "settings.ini" in members and "LICENSE" in members and "pat/losses.py" in members
     assert not any(m.startswith("tests/") for m in members), "the sdist holds tests/ without conftest.py and the repository they need"
     whl = tmp_path / "whl"
