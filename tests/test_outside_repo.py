@@ -40,3 +40,16 @@ def test_data_stats_without_the_figures_packages(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "stats needs the pipeline's packages (matplotlib is missing): pip install 'pat-seg[pipeline]'" in r.stderr, r.stderr
     assert not (tmp_path / "stats").exists()
+
+
+PIPELINE_ONLY = ("pandas", "scipy", "matplotlib", "seaborn", "dvc", "dvclive", "papermill")
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in (ROOT / "pat").glob("*.py") if not p.stem.startswith("_")))
+def test_import_without_the_pipeline_packages(module, tmp_path):
+    "With the core requirements alone a module imports, or its ImportError names the extra to install (pat.report: was a bare one)."
+    code = (f"import sys; sys.modules.update(dict.fromkeys({PIPELINE_ONLY!r}))\n"
+            f"try: import pat.{module}\nexcept ImportError as e: print('ImportError:', e)")
+    r = _run(code, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "ImportError" not in r.stdout or "pip install 'pat-seg[pipeline]'" in r.stdout, r.stdout
