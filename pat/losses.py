@@ -116,7 +116,8 @@ def class_weights_param(loss: str, # the loss's name, for the error message
 
 def param_docs(fn) -> str:
     """`fn`'s parameters, with their defaults and the `# comment` after each (nbdev's docments), as a `Parameters:`
-    section for `help()`; '' where the source cannot be read."""
+    section for `help()`; '' where the source cannot be read. (fastcore's `docments` reads the same comments, but
+    the losses and models load with torch alone.)"""
     try: src = textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError): return ""
     comments, depth, expect, last = {}, 0, False, None
