@@ -362,14 +362,3 @@ def test_create_graph_on_cpu():
     with pytest.raises(RuntimeError, match=r"create_graph=True; for a second derivative use PATLoss\(fused=False\)"):
         torch.autograd.grad(get_loss("pat")(x, y), x, create_graph=True)
 
-
-def test_help_lists_every_losss_parameters():
-    "help() on an installed loss shows each parameter's default and meaning (the source's comments), not nn.Module's __init__ doc."
-    import pydoc
-    from pat.losses import LOSSES, SegLoss
-    for cls in (*LOSSES.values(), SegLoss):
-        text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
-        assert "Initialize internal Module state" not in text, cls
-        assert "ignore_index = 255: the label of pixels left out" in text, cls
-    text = pydoc.render_doc(LOSSES["pat"], renderer=pydoc.plaintext)
-    assert "T = 20.0: the temperature, > 0" in text and "normalize = 'mask'" in text and "$S_i^y$: the number of valid pixels" in text
