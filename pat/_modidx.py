@@ -58,6 +58,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                           'pat.data.tercile_groups': ('data.html#tercile_groups', 'pat/data.py'),
                           'pat.data.write_stats': ('data.html#write_stats', 'pat/data.py')},
             'pat.files': { 'pat.files.FolderBusy': ('files.html#folderbusy', 'pat/files.py'),
+                           'pat.files.PipelineNotInstalled': ('files.html#pipelinenotinstalled', 'pat/files.py'),
+                           'pat.files.PipelineNotInstalled.__init__': ('files.html#pipelinenotinstalled.__init__', 'pat/files.py'),
                            'pat.files._still_linked': ('files.html#_still_linked', 'pat/files.py'),
                            'pat.files._temp_affixes': ('files.html#_temp_affixes', 'pat/files.py'),
                            'pat.files.apply_umask': ('files.html#apply_umask', 'pat/files.py'),

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .files import PipelineNotInstalled
 from .losses import LOSSES
 try:
     import pandas as pd
     from pat.report import markdown_table
 except ImportError as e:                 # the package alone (torch and smp) has no pandas
-    raise ImportError(f"pat.bench needs the pipeline's packages ({e.name} is missing): pip install 'pat-seg[pipeline]'") from e
+    raise PipelineNotInstalled('pat.bench', e) from e
 from .train import _cpus, proc_status_kb, reset_peak_memory   # one home for the usable cores, reading and resetting the peak
 
 # %% auto #0

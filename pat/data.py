@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_write
+from .files import PipelineNotInstalled, atomic_write
 from .prepared import DataError, _load_npy, _read_json, dataset_params, load_meta, resize_pair
 from .synthetic import prepare_synthetic
 from .sources import prepare_camvid, prepare_cityscapes, prepare_nyuv2, prepare_oxford_pet, write_source_manifest
@@ -206,7 +206,8 @@ def write_stats(root, # the prepared dataset's folder
                 figures_dir='results/figures', # the folder of the two figures
                ) -> dict:
     "Compute the statistics of a prepared dataset, write `<stats_dir>/<name>/stats.json` and the two figures."
-    import matplotlib, pandas, seaborn   # the figures' packages (pip install 'pat-seg[pipeline]'): missing, nothing is written
+    try: import matplotlib, pandas, seaborn   # the figures' packages: missing, nothing is written
+    except ImportError as e: raise PipelineNotInstalled('pat.data.write_stats', e) from e
     st = compute_stats(root); name = st['name']
     with atomic_write(Path(stats_dir) / name / 'stats.json') as f: json.dump(st, f)
     plot_shares(st, Path(figures_dir) / f'data_{name}_shares.png')
@@ -248,11 +249,8 @@ def main(argv=None):
         else:
             st = write_stats(Path(a.prepared) / a.name, a.stats, a.figures)
             print(json.dumps({k: st[k] for k in ('name', 'counts', 'groups', 'head_tail_ratio')}))
-    except (DataError, ValueError, FileNotFoundError) as e:     # ValueError: a ParamsError too
+    except (DataError, ValueError, FileNotFoundError, PipelineNotInstalled) as e:   # ValueError: a ParamsError too
         print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr); sys.exit(2)
-    except ImportError as e:                                    # the figures' packages, not pat's core requirements
-        print(f"error: python -m pat.data {a.command} needs the pipeline's packages ({e.name} is missing): "
-              "pip install 'pat-seg[pipeline]'", file=sys.stderr); sys.exit(2)
 
 
 # %% ../nbs/02_data.ipynb #b6959eab

@@ -10,8 +10,9 @@ from pathlib import Path
 import pat
 
 # %% auto #0
-__all__ = ['CHECK_CODE', 'LOCK_FILE', 'umask', 'apply_umask', 'temp_pattern', 'atomic_write', 'source_hash', 'package_version',
-           'params_stamp', 'project_root', 'FolderBusy', 'hold_folder', 'die_with_parent']
+__all__ = ['CHECK_CODE', 'INSTALL_PIPELINE', 'LOCK_FILE', 'umask', 'apply_umask', 'temp_pattern', 'atomic_write', 'source_hash',
+           'package_version', 'params_stamp', 'PipelineNotInstalled', 'project_root', 'FolderBusy', 'hold_folder',
+           'die_with_parent']
 
 # %% ../nbs/08_files.ipynb #197f2759
 def umask() -> int:
@@ -82,6 +83,16 @@ def params_stamp(path, # the params file
     smp = package_version("segmentation-models-pytorch") or ""
     digest = source_hash(CHECK_CODE, (Path(path).read_bytes() if data is None else data) + smp.encode())
     return Path(cache_dir or Path.home() / ".cache" / "pat" / "params-checked") / digest
+
+# %% ../nbs/08_files.ipynb #6d84a726
+INSTALL_PIPELINE = "pip install 'pat-seg[pipeline]'"   # the command that installs the pipeline's packages
+
+class PipelineNotInstalled(ImportError):
+    "A pipeline module used without the packages of the `pipeline` extra (pandas, scipy, papermill, matplotlib, ...)."
+    def __init__(self, who: str, # what needs them, e.g. 'pat.report'
+                 error: ImportError, # the failed import
+                ):
+        super().__init__(f"{who} needs the pipeline's packages ({error.name} is missing): {INSTALL_PIPELINE}", name=error.name)
 
 # %% ../nbs/08_files.ipynb #8ea37fca
 def project_root(start=".") -> Path:

@@ -6,12 +6,12 @@
 from __future__ import annotations
 import json, math, os
 from pathlib import Path
+from .files import PipelineNotInstalled, atomic_write
 try:
     import pandas as pd
     from scipy import stats
 except ImportError as e:                 # the package alone (torch and smp) has neither
-    raise ImportError(f"pat.report needs the pipeline's packages ({e.name} is missing): pip install 'pat-seg[pipeline]'") from e
-from .files import atomic_write
+    raise PipelineNotInstalled('pat.report', e) from e
 from .train import code_hash, config_hash, run_config
 
 # %% auto #0

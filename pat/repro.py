@@ -5,6 +5,7 @@
 # %% ../nbs/12_repro.ipynb #390b8705
 from __future__ import annotations
 import json, re, shutil, subprocess, sys
+from .files import INSTALL_PIPELINE
 
 # %% auto #0
 __all__ = ['EDGE', 'NODE', 'STAGE_LINE', 'dag_edges', 'dag_stages', 'downstream', 'pending_stages', 'number_stages', 'dvc_output',
@@ -96,7 +97,7 @@ def repro(dvc: str = "dvc", # the dvc command
     """`dvc repro`, each stage numbered `[stage k of n]` on `out` (default stdout); returns dvc's exit status. With
     `skip`, the targets are every other stage; an unknown stage to skip is a ValueError before anything runs."""
     if shutil.which(dvc) is None:    # a FileNotFoundError traceback otherwise
-        raise RuntimeError(f"{dvc!r} not found on PATH: install the pipeline's packages (pip install 'pat-seg[pipeline]') "
+        raise RuntimeError(f"{dvc!r} not found on PATH: install the pipeline's packages ({INSTALL_PIPELINE}) "
                            "and activate the environment they are in (the stages run its `python` too)")
     out = out or sys.stdout
     dot = dvc_output(["dag", "--dot"], dvc) if skip else None

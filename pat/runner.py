@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from unittest.mock import patch
 from pathlib import Path
 import yaml
-from .files import die_with_parent, params_stamp
+from .files import PipelineNotInstalled, die_with_parent, params_stamp
 from .schema import read_file, read_yaml
 
 # %% auto #0
@@ -62,7 +62,7 @@ def run_notebook(src, # the notebook to run
     if not src.exists(): raise FileNotFoundError(f"notebook {src} not found")
     try: import papermill as pm
     except ImportError as e:
-        raise ImportError(f"pat.runner needs the pipeline's packages ({e.name} is missing): pip install 'pat-seg[pipeline]'") from e
+        raise PipelineNotInstalled('pat.runner', e) from e
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp, failed = dst.with_name(f".{dst.stem}.running.ipynb"), dst.with_name(f"{dst.stem}.failed.ipynb")
     try:

@@ -42,6 +42,15 @@ def test_data_stats_without_the_figures_packages(tmp_path):
     assert not (tmp_path / "stats").exists()
 
 
+def test_data_stats_reports_another_import_error_as_itself(monkeypatch, tmp_path):
+    "An ImportError that is not a missing pipeline package (here a broken import of pat's own) propagates as it is: it was reported as a missing package."
+    import pat.data
+    def broken(root): raise ImportError("cannot import name 'x' from 'pat.prepared'", name="pat.prepared")
+    monkeypatch.setattr(pat.data, "compute_stats", broken)
+    with pytest.raises(ImportError, match="cannot import name 'x' from 'pat.prepared'"):
+        pat.data.main(["stats", "synthetic", "--prepared", str(tmp_path), "--stats", str(tmp_path / "s"), "--figures", str(tmp_path / "f")])
+
+
 PIPELINE_ONLY = ("pandas", "scipy", "matplotlib", "seaborn", "dvc", "dvclive", "papermill")
 
 
