@@ -163,7 +163,7 @@ class SegLoss(nn.Module):
         super().__init_subclass__(**kwargs)
         init = vars(cls).get("__init__")
         if init is not None and not init.__doc__:
-            own, base = param_docs(init), param_docs(SegLoss.__init__)
+            own, base = param_docs(init), SegLoss.__init__.__doc__ or ""
             init.__doc__ = "\n\n".join(s for s in (own, base and "SegLoss's (in **kwargs):\n" + base.split("\n", 1)[1]) if s) or None
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -237,6 +237,8 @@ class SegLoss(nn.Module):
     def label_index(self, target):
         "Target with ignored pixels set to class 0, for indexing per-class tables (their terms are 0 anyway)."
         return target.masked_fill(target == self.ignore_index, 0)
+
+SegLoss.__init__.__doc__ = param_docs(SegLoss.__init__) or None   # its subclasses add it to theirs in `__init_subclass__`
 
 # %% ../nbs/00_losses.ipynb #c88c29ef
 def bin_counts(bins: torch.Tensor, # int64 values in 0..n-1
@@ -437,6 +439,7 @@ class BLVLoss(CountLoss):
 PAT_CURVES = ("eq4.44", "table5.1")
 PAT_NORMALIZE = ("mask", "none")
 BETA_MAX_EXPONENT = 88     # e^88 ~ 1.7e38 is about float32's largest number (3.4e38)
+                           # it keeps beta finite; beta * -log p, summed, can still overflow for T just above the bound
 
 def pat_weight(p: torch.Tensor, # probability of the true class
                T: float = 20.0, # the temperature, > 0
@@ -592,7 +595,6 @@ def plot_weight_curves(Ts=(2, 5, 20), # PAT's temperatures to draw
 LOSSES = {"ce": CELoss, "focal": FocalLoss, "cb": CBLoss, "cbfocal": CBFocalLoss,
           "bms": BMSLoss, "ldam": LDAMLoss, "blv": BLVLoss, "pat": PATLoss}
 COUNT_LOSSES = tuple(k for k, v in LOSSES.items() if issubclass(v, CountLoss))
-SegLoss.__init__.__doc__ = param_docs(SegLoss.__init__) or None   # its subclasses get theirs in `SegLoss.__init_subclass__`
 
 def get_loss(name: str, # one of `LOSSES`' names
              **params, # the loss's parameters
