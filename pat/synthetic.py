@@ -33,10 +33,12 @@ def power_law_shares(k: int, # the number of object classes
                      ratio: float, # the first class's share over the last's
                      fg_fraction: float, # the objects' total share of the pixels
                     ) -> np.ndarray:
-    "Target pixel shares: background `1 - fg_fraction`, then `k` object classes with share ∝ rank^-alpha, first/last = `ratio`."
+    """Target pixel shares: background `1 - fg_fraction`, then `k` object classes with share ∝ rank^-alpha, first/last =
+    `ratio`; rounded to 12 decimals, so that meta.json, and the dataset's hash, are the same on every machine (numpy's
+    power can differ in the last bit between CPUs: with AVX-512 it takes another code path)."""
     alpha = math.log(ratio) / math.log(k) if k > 1 else 0.0
     w = np.arange(1, k + 1, dtype=float) ** -alpha
-    return np.concatenate([[1 - fg_fraction], fg_fraction * w / w.sum()])
+    return np.concatenate([[1 - fg_fraction], fg_fraction * w / w.sum()]).round(12)
 
 # %% ../nbs/02b_synthetic.ipynb #ebd99910
 def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
