@@ -16,9 +16,9 @@ from .files import apply_umask
 from .schema import ParamsError, boolean, fail, got, integer, keys, list_of, number, optional, read_yaml, string
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'ENV_DIRS', 'LABEL_MODES', 'META_KEYS', 'DataError', 'MissingDataError', 'dataset_settings',
-           'check_dataset_params', 'dataset_params', 'sha256_file', 'read_image', 'resize_pair', 'map_labels',
-           'make_lut', 'write_prepared', 'load_meta', 'verify_prepared', 'download', 'extract']
+__all__ = ['DEFAULTS', 'ENV_DIRS', 'FRACTION', 'NARROW_SETTINGS', 'LABEL_MODES', 'META_KEYS', 'DataError', 'MissingDataError',
+           'dataset_settings', 'check_dataset_params', 'dataset_params', 'sha256_file', 'read_image', 'resize_pair',
+           'map_labels', 'make_lut', 'write_prepared', 'load_meta', 'verify_prepared', 'download', 'extract']
 
 # %% ../nbs/02a_prepared.ipynb #52a3f164
 class DataError(Exception):
@@ -63,10 +63,28 @@ DEFAULTS = {   # the one home of every dataset default: profiles (pat.pipeline.l
 }
 ENV_DIRS = {n: f"PAT_{n.upper()}_DIR" for n in DEFAULTS}  # e.g. PAT_CAMVID_DIR
 
+def _fractions(v, path):
+    "Oxford-IIIT Pet's [train, val, test] fractions: three numbers in (0, 1) that sum to 1."
+    list_of(number(0, 1, open_lo=True, open_hi=True), 3)(v, path)
+    if len(v) != 3 or abs(sum(v) - 1) > 1e-9:
+        fail(path, f"expected three fractions [train, val, test] that sum to 1, got {v!r} (sum {sum(v):g})")
+
+def _radius(v, path):
+    "The synthetic shapes' [smallest, largest] radius, as fractions of the image's shorter side."
+    list_of(number(0, 1, open_lo=True), 2)(v, path)
+    if len(v) != 2 or v[0] > v[1]: fail(path, f"expected [smallest, largest] radius with smallest <= largest, got {v!r}")
+
+FRACTION = number(0, 1, open_lo=True, open_hi=True)
+NARROW_SETTINGS = {   # settings whose range is narrower than their default's type: a typo is an error, not a wrong split
+    'val_fraction': FRACTION, 'fractions': _fractions, 'fg_fraction': FRACTION, 'radius': _radius,
+    'head_tail_ratio': number(1), 'splits': keys({s: integer(1) for s in ('train', 'val', 'test')}, required=('train', 'val', 'test'))}
+
 def _setting(d, key: str = ''):
     """The check of a setting whose default is `d`: of its type (an integer passes for a number, a bool for nothing
     else; numbers >= 0), a list as long as the default, a mapping with the default's keys. A `null` default takes
-    null or the type `key` has in another dataset (a string if none); `size` is [H, W], two integers >= 1."""
+    null or the type `key` has in another dataset (a string if none); `size` is [H, W], two integers >= 1; the
+    settings of `NARROW_SETTINGS` have their own check (fractions in (0, 1), split sizes >= 1, ...)."""
+    if key in NARROW_SETTINGS: return NARROW_SETTINGS[key]
     if d is None:
         return optional(_setting(next((D[key] for D in DEFAULTS.values() if D.get(key) is not None), ''), key))
     if key == 'size': return list_of(integer(1), 2)
@@ -210,11 +228,12 @@ def write_prepared(out: str | Path, # the dataset's folder (replaced)
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
     for stale in [*out.parent.glob(f'.{out.name}.tmp-*'), *out.parent.glob(f'.{out.name}.old-*')]:
         shutil.rmtree(stale, ignore_errors=True)       # left by a killed run (SIGKILL skips the cleanup below)
+    empty = [split for split, items in splits.items() if not items]
+    if empty: raise DataError(f"split {empty[0]!r} of {meta['name']} is empty: nothing was read or written")
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
     try:
         shas, counts = {}, {}
         for split, items in splits.items():
-            if not items: raise DataError(f"split {split!r} of {meta['name']} is empty")
             imgs = masks = None
             for i, item in enumerate(tqdm(items, desc=f"{meta['name']}/{split}", disable=not progress, mininterval=1)):
                 img, mask, where = read(item)
@@ -331,7 +350,7 @@ def extract(archive, # a zip or tar file
         if prefix and not name.startswith(prefix): return None
         rel = name[len(strip):] if strip and name.startswith(strip) else name
         t = (dest / rel).resolve()
-        if not str(t).startswith(str(dest.resolve())): raise DataError(f"{archive}: unsafe member path {name}")
+        if not t.is_relative_to(dest.resolve()): raise DataError(f"{archive}: unsafe member path {name} (outside {dest})")
         return t
     try:
         if zipfile.is_zipfile(archive):

@@ -31,13 +31,15 @@ def integer(lo: int | None = None):
 def number(lo: float | None = None, # the smallest value allowed (None: no bound)
            hi: float | None = None, # the largest value allowed (None: no bound)
            open_lo: bool = False, # `lo` itself not allowed
+           open_hi: bool = False, # `hi` itself not allowed
           ):
-    "An int or float (not a bool) in [lo, hi] (or (lo, hi] with `open_lo`)."
+    "An int or float (not a bool) in [lo, hi]; `open_lo`, `open_hi` leave out that end."
     lo_txt = "" if lo is None else f" {'>' if open_lo else '>='} {lo:g}"
+    hi_txt = "" if hi is None else f"{' and' if lo_txt else ''} {'<' if open_hi else '<='} {hi:g}"
     def check(v, path):
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ok = ok and (lo is None or (v > lo if open_lo else v >= lo)) and (hi is None or v <= hi)
-        if not ok: fail(path, f"expected a number{lo_txt}{'' if hi is None else f' <= {hi:g}'}, {got(v)}")
+        ok = ok and (lo is None or (v > lo if open_lo else v >= lo)) and (hi is None or (v < hi if open_hi else v <= hi))
+        if not ok: fail(path, f"expected a number{lo_txt}{hi_txt}, {got(v)}")
     return check
 
 def boolean(v, # the value to check

