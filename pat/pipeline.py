@@ -45,14 +45,14 @@ THESIS_GRID = {"losses": list(ALL_LOSSES), "t61_model": "segnet", "t62_models": 
                "row_seeds": {}}
 
 # %% ../nbs/07_pipeline.ipynb #90feca2b
-TRAIN_DEFAULTS = dict(lr=1e-3, batch_size=8, iterations=1000, checkpoint_every=100, eval_batch_size=16, num_workers=0,
+TRAIN_DEFAULTS = dict(lr=1e-3, batch_size=8, iterations=1000, checkpoint_every=100, eval_batch_size=16,
                       flip=True, n_predictions=4, log_every=10, device="auto", threads=1, diverge_factor=100.0)
 
 def _device(v, path):
     if not (isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)): fail(path, f"expected auto, cpu, cuda or cuda:N, {got(v)}")
 
 TRAIN_SPEC = {"lr": number(0, open_lo=True), "batch_size": integer(1), "iterations": integer(1), "checkpoint_every": integer(1),
-              "eval_batch_size": integer(1), "num_workers": integer(0), "flip": boolean, "n_predictions": integer(0),
+              "eval_batch_size": integer(1), "flip": boolean, "n_predictions": integer(0),
               "log_every": integer(1), "device": _device, "threads": integer(1), "diverge_factor": optional(number(1, open_lo=True))}
 
 _OPTION_CHECKS = {"width": number(0, open_lo=True), "base_channels": integer(1), "encoder": string, "encoder_weights": optional(string),

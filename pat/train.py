@@ -94,8 +94,8 @@ def run_config(cfg: Mapping, # a run's settings: one entry of params.yaml (`seed
 def _hash(obj) -> str: return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 def config_hash(cfg: dict) -> str:
-    "A short hash of the settings that determine a run's outputs (not device, loader workers or checkpoint cadence)."
-    return _hash({k: v for k, v in cfg.items() if k not in ("device", "num_workers", "checkpoint_every")})
+    "A short hash of the settings that determine a run's outputs (not the device or the checkpoint cadence)."
+    return _hash({k: v for k, v in cfg.items() if k not in ("device", "checkpoint_every")})
 
 # %% ../nbs/03_train.ipynb #cb081d2a
 CODE_FILES = ("data.py", "fused.py", "losses.py", "models.py", "prepared.py", "sources.py", "synthetic.py", "train.py",

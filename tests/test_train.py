@@ -131,7 +131,7 @@ def test_run_key_of_a_fixed_config_is_pinned(monkeypatch):
     assert devices == ["auto"]                                   # the run's device setting, resolved by environment_hash
     # the checked settings are the dict they were (metrics.json records it, in this order), and checked once
     assert list(cfg.settings) == ["model_options", "loss_params", "lr", "batch_size", "iterations", "checkpoint_every",
-                                  "eval_batch_size", "num_workers", "flip", "n_predictions", "log_every", "device", "threads",
+                                  "eval_batch_size", "flip", "n_predictions", "log_every", "device", "threads",
                                   "diverge_factor", "dataset", "model", "loss"]
     assert run_config(cfg) is cfg and dict(cfg) == cfg.settings and T.config_hash(dict(cfg)) == T.config_hash(cfg)
     assert cfg.on("cpu")["device"] == "cpu" and T.config_hash(cfg.on("cpu")) == T.config_hash(cfg) and cfg["device"] == "auto"
