@@ -325,6 +325,19 @@ def test_two_workers_split_the_runs_over_a_shared_remote_and_a_third_clone_train
         assert (assembler / "results" / "tables" / table.name).read_text() == table.read_text(), table.name
 
 
+def test_a_run_without_prediction_figures(checkout, tmp_path):
+    "train.n_predictions: 0 writes no predictions.png, and the training notebook still finishes (it failed showing the missing figure)."
+    if not (checkout / "data/prepared/synthetic/meta.json").exists(): sh("dvc repro prepare@synthetic stats@synthetic", checkout)
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    params["train"].update(n_predictions=0, iterations=2)
+    f, out, key = tmp_path / "params.yaml", tmp_path / "run", next(iter(params["t61"]))
+    f.write_text(yaml.safe_dump(params))
+    sh(f"python -m pat.runner nbs/experiments/train_run.ipynb {out}/train_run.ipynb -p params_file {f} -p group t61 -p key {key} "
+       f"-p out_dir {out} -p data_root data/prepared -p stats_root data/stats", checkout)
+    seed = out / f"seed{params['t61'][key]['seeds'][0]}"
+    assert (out / "train_run.ipynb").exists() and (seed / "metrics.json").exists() and not (seed / "predictions.png").exists()
+
+
 def _train_cmd(out, data_root, stats_root, stop=""):
     return (f"python -c \"from pat.train import train_run; train_run(dict(dataset='synthetic', model='segnet', "
             f"model_options={{'width': 0.125}}, loss='blv', loss_params={{'sigma': 0.5}}, iterations=12, batch_size=4, "
