@@ -63,9 +63,11 @@ DEFAULTS = {   # the one home of every dataset default: profiles (pat.pipeline.l
 }
 ENV_DIRS = {n: f"PAT_{n.upper()}_DIR" for n in DEFAULTS}  # e.g. PAT_CAMVID_DIR
 
+FRACTION = number(0, 1, open_lo=True, open_hi=True)
+
 def _fractions(v, path):
     "Oxford-IIIT Pet's [train, val, test] fractions: three numbers in (0, 1) that sum to 1."
-    list_of(number(0, 1, open_lo=True, open_hi=True), 3)(v, path)
+    list_of(FRACTION, 3)(v, path)
     if len(v) != 3 or abs(sum(v) - 1) > 1e-9:
         fail(path, f"expected three fractions [train, val, test] that sum to 1, got {v!r} (sum {sum(v):g})")
 
@@ -74,7 +76,6 @@ def _radius(v, path):
     list_of(number(0, 1, open_lo=True), 2)(v, path)
     if len(v) != 2 or v[0] > v[1]: fail(path, f"expected [smallest, largest] radius with smallest <= largest, got {v!r}")
 
-FRACTION = number(0, 1, open_lo=True, open_hi=True)
 NARROW_SETTINGS = {   # settings whose range is narrower than their default's type: a typo is an error, not a wrong split
     'val_fraction': FRACTION, 'fractions': _fractions, 'fg_fraction': FRACTION, 'radius': _radius,
     'head_tail_ratio': number(1), 'splits': keys({s: integer(1) for s in ('train', 'val', 'test')}, required=('train', 'val', 'test'))}

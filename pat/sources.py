@@ -335,9 +335,10 @@ def source_manifest(name: str, # the dataset's name
                     stat_file=None, # the last scan's sizes, mtimes and hashes, reused and rewritten (None: hash every file)
                    ) -> dict:
     """The raw files `prepare` reads for dataset `name`: for every image and mask of every split, `{path relative to
-    the resolved source folder: {size, sha256}}` (not the folder: the same files elsewhere give the same manifest). Synthetic: `generated`; absent but to be downloaded: the URL.
-    With `stat_file`, a file whose size, mtime, ctime and inode are those recorded there by the last scan keeps its recorded
-    sha256 without being read, and `stat_file` is rewritten with this scan's records."""
+    the resolved source folder: {size, sha256}}` (not the folder: the same files elsewhere give the same manifest).
+    Synthetic: `generated`; absent but to be downloaded: the URL. With `stat_file`, a file whose size, mtime, ctime
+    and inode are those recorded there by the last scan keeps its recorded sha256 without being read, and `stat_file`
+    is rewritten with this scan's records."""
     p = dataset_params(name, params)
     if name == 'synthetic': return {'dataset': 'synthetic', 'generated': True}
     locate, files = SOURCES[name]
