@@ -243,6 +243,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                               'pat.prepared.write_prepared': ('prepared.html#write_prepared', 'pat/prepared.py')},
             'pat.report': { 'pat.report.StaleRunError': ('report.html#stalerunerror', 'pat/report.py'),
                             'pat.report._by_seed': ('report.html#_by_seed', 'pat/report.py'),
+                            'pat.report._check_current_data': ('report.html#_check_current_data', 'pat/report.py'),
                             'pat.report._check_one_environment': ('report.html#_check_one_environment', 'pat/report.py'),
                             'pat.report._read_metrics': ('report.html#_read_metrics', 'pat/report.py'),
                             'pat.report.compare_table': ('report.html#compare_table', 'pat/report.py'),

@@ -12,7 +12,7 @@ try:
     from scipy import stats
 except ImportError as e:                 # the package alone (torch and smp) has neither
     raise PipelineNotInstalled('pat.report', e) from e
-from .train import code_hash, config_hash, run_config
+from .train import code_hash, config_hash, data_hash, open_data, run_config
 
 # %% auto #0
 __all__ = ['THESIS_NAMES', 'LOWER_IS_BETTER', 'METRIC_LABELS', 'markdown_table', 'save_table', 'StaleRunError', 'load_runs',
@@ -69,10 +69,12 @@ def _read_metrics(path, group, key, seed) -> dict:
 def load_runs(runs_dir, # the group's folder of runs (`runs/<group>`)
               params: dict, # the resolved params (`load_params`)
               group: str, # t61, t62, t63 or ablation
+              data_root="data/prepared", # the prepared datasets now (None: not compared, for runs kept without their data)
+              stats_root="data/stats", # their statistics now
              ) -> pd.DataFrame:
     """One row per (run, seed) that `params[group]` lists, and only those: runs or seeds left on disk by other
-    settings are never averaged in. A listed seed that is missing, or whose metrics come from other settings or
-    other code, is an error naming it."""
+    settings are never averaged in. A listed seed that is missing, or whose metrics come from other settings, other
+    code or other data than those of now, is an error naming it."""
     rows, code = [], code_hash()
     for key, run in params[group].items():
         want = config_hash(run_config(run, f"{group}.{key}"))
@@ -88,6 +90,7 @@ def load_runs(runs_dir, # the group's folder of runs (`runs/<group>`)
                          "T": c["loss_params"].get("T"), **{k: v for k, v in m.items() if not isinstance(v, (list, dict))},
                          "iou": m["iou"], "val_miou": m.get("val", {}).get("miou")})
     _check_one_environment(rows, group)
+    if data_root is not None: _check_current_data(rows, group, data_root, stats_root)
     return pd.DataFrame(rows)
 
 def _check_one_environment(rows: list, group: str):
@@ -105,6 +108,16 @@ def _check_one_environment(rows: list, group: str):
                 which = "; ".join(f"{h}: {', '.join(s[:3])}{' ...' if len(s) > 3 else ''} ({len(s)} seeds)" for h, s in found.items())
                 raise StaleRunError(f"the seeds of `{group}`{f' on {part}' if part else ''} come from {len(found)} {what} ({field} {which}); "
                                     f"retrain the odd ones {where} (dvc repro -f train_{group}@<run>)")
+
+def _check_current_data(rows: list, group: str, data_root, stats_root):
+    """The seeds of each dataset (one `data_hash` by now) must come from the data prepared now: runs trained before
+    the data or its statistics changed describe data that no longer exists."""
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        now = open_data(ds, data_root, stats_root)
+        trained, current = next(r.get("data_hash") for r in rows if r["dataset"] == ds), data_hash(now.meta, now.stats)
+        if trained != current:
+            raise StaleRunError(f"the runs of `{group}` on {ds} were trained on other data (data_hash {trained}) than "
+                                f"{now.root} and its stats.json now ({current}); retrain them (dvc repro train_{group})")
 
 # %% ../nbs/04_report.ipynb #63f01e53
 def seed_ranges(seeds) -> str:

@@ -166,20 +166,37 @@ def test_committed_results_are_fresh(tmp_path):
                        f"commit dvc.lock, results/metrics and results/plots (and README's numbers). dvc status: {stale[:12]}")
 
 
-def test_notebook_stages_depend_on_the_modules_their_notebooks_import():
-    "Each table or figure stage lists every pat module its notebook imports among its deps, so a change there reruns it."
+def test_every_stage_depends_on_every_pat_module_it_loads():
+    """A stage lists among its deps each pat module its command loads (`python -m pat.x`, and for a notebook stage
+    pat.runner and what the notebook imports), directly or through other modules: a change there reruns it.
+    `environment` runs at every repro anyway."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        if stage.get("always_changed"): continue
+        entry = set(re.findall(r"-m pat\.(\w+)", stage["cmd"]))
+        for notebook in re.findall(r"nbs/experiments/\w+\.ipynb", stage["cmd"])[:1]:     # the one it runs, not its copy
+            assert notebook in stage["deps"], (name, notebook)
+            source = "".join("".join(c["source"]) for c in json.loads((ROOT / notebook).read_text())["cells"])
+            entry |= set(re.findall(r"^\s*(?:from|import) pat\.(\w+)", source, re.M))
+        assert entry, name
+        loaded = entry.union(*(pat_closure(m) for m in entry))
+        missing = sorted(f"pat/{m}.py" for m in loaded if f"pat/{m}.py" not in stage["deps"])
+        assert not missing, f"stage {name} loads {missing} without depending on it"
+
+
+def test_notebook_stages_depend_on_the_paths_they_pass():
+    """Each path a table or figure stage passes its notebook (`-p name path`) is among its deps, so data it reads
+    (runs, prepared datasets, their statistics) is never undeclared; params reach a stage through `params:`, and
+    `results_dir` is where it writes."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     checked = 0
     for name, stage in stages.items():
-        notebook = next((d for d in stage.get("deps", []) if str(d).startswith("nbs/experiments/")), None)
-        if "foreach" in stage or notebook is None: continue
-        source = "".join("".join(c["source"]) for c in json.loads((ROOT / notebook).read_text())["cells"])
-        imported = set(re.findall(r"^\s*(?:from|import) pat\.(\w+)", source, re.M))
-        missing = sorted(f"pat/{m}.py" for m in imported if f"pat/{m}.py" not in stage["deps"])
-        assert not missing, f"stage {name} imports {missing} without depending on it"
+        if "foreach" in stage or "pat.runner" not in stage["cmd"]: continue
+        read = {v for k, v in re.findall(r"-p (\w+) (\S+)", stage["cmd"]) if k not in ("params_file", "results_dir")}
+        assert read <= set(stage["deps"]), f"stage {name} reads {sorted(read - set(stage['deps']))} without depending on it"
         checked += 1
     assert checked == 7
-
 
 def test_an_edited_profile_is_not_up_to_date(tmp_path):
     """A profile edited without `python -m pat.pipeline use` leaves params.yaml as it was: the `profile` stage then
