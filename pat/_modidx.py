@@ -394,6 +394,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                            'pat.train.flip_batch': ('train.html#flip_batch', 'pat/train.py'),
                            'pat.train.group_miou': ('train.html#group_miou', 'pat/train.py'),
                            'pat.train.load_checkpoint': ('train.html#load_checkpoint', 'pat/train.py'),
+                           'pat.train.loss_kernels': ('train.html#loss_kernels', 'pat/train.py'),
                            'pat.train.main': ('train.html#main', 'pat/train.py'),
                            'pat.train.open_data': ('train.html#open_data', 'pat/train.py'),
                            'pat.train.pack': ('train.html#pack', 'pat/train.py'),

@@ -25,12 +25,12 @@ except ImportError: Live = None     # optional: the pipeline has it; a bare GPU 
 # %% auto #0
 __all__ = ['CODE_FILES', 'NUMERIC_LIBRARIES', 'CHECKPOINT', 'CHECKPOINT_TMP', 'confusion_matrix', 'segmentation_metrics',
            'group_miou', 'RunConfig', 'run_config', 'config_hash', 'code_hash', 'data_hash', 'pick_device',
-           'environment', 'environment_hash', 'run_key', 'dataset_root', 'RunData', 'open_data', 'batch_indices',
-           'flip_batch', 'TrainBatches', 'seed_everything', 'torch_threads', 'save_checkpoint', 'load_checkpoint',
-           'proc_status_kb', 'reset_peak_memory', 'peak_memory_mb', 'progress_bar', 'evaluate', 'colorize',
-           'class_legend', 'save_prediction_figure', 'finished_metrics', 'truncate_logs', 'train_run', 'StepTimer',
-           'cpu_workers', 'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds', 'share', 'run_share',
-           'pending_jobs', 'default_per_device', 'pack', 'write_environment', 'main']
+           'loss_kernels', 'environment', 'environment_hash', 'run_key', 'dataset_root', 'RunData', 'open_data',
+           'batch_indices', 'flip_batch', 'TrainBatches', 'seed_everything', 'torch_threads', 'save_checkpoint',
+           'load_checkpoint', 'proc_status_kb', 'reset_peak_memory', 'peak_memory_mb', 'progress_bar', 'evaluate',
+           'colorize', 'class_legend', 'save_prediction_figure', 'finished_metrics', 'truncate_logs', 'train_run',
+           'StepTimer', 'cpu_workers', 'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds', 'share',
+           'run_share', 'pending_jobs', 'default_per_device', 'pack', 'write_environment', 'main']
 
 # %% ../nbs/03_train.ipynb #9b2e30e7
 def confusion_matrix(pred: torch.Tensor, # predicted classes, any shape
@@ -109,8 +109,8 @@ def code_hash() -> str:
 def data_hash(meta: dict, # the dataset's meta.json (`load_meta`)
               stats: dict, # its stats.json (`load_stats`)
              ) -> str:
-    "A short hash of a prepared dataset's contents (array checksums, classes) and the statistics the losses use."
-    return _hash({"meta": {k: meta.get(k) for k in ("sha256", "classes", "ignore_index", "image_size", "splits")},
+    "A short hash of a prepared dataset's contents (array checksums, classes and their colours) and the statistics the losses use."
+    return _hash({"meta": {k: meta.get(k) for k in ("sha256", "classes", "colors", "ignore_index", "image_size", "splits")},
                   "stats": {k: stats.get(k) for k in ("counts", "groups")}})
 
 # %% ../nbs/03_train.ipynb #2357bf21
@@ -123,10 +123,20 @@ def pick_device(device: str = "auto") -> torch.device:
 # %% ../nbs/03_train.ipynb #e7a1c0d3
 NUMERIC_LIBRARIES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy")   # what computes a run's numbers
 
+def loss_kernels() -> dict:
+    """What computes the losses on CUDA: Triton's kernels (and Triton's version) unless `PAT_KERNELS=0` or Triton is
+    missing, else torch's code, compiled or not (`PAT_FUSED_COMPILE`)."""
+    from pat.fused import _COMPILE
+    from pat.triton_losses import _KERNELS, HAS_TRITON
+    return {"kernels": f"triton {package_version('triton')}" if HAS_TRITON and _KERNELS["enabled"] else "torch",
+            "fused_compile": _COMPILE["enabled"]}
+
 def environment(device: str = "auto", # the run's `device` setting
                ) -> dict:
-    "Where a run trains: the device type `device` resolves to (`pick_device`) and the versions of `NUMERIC_LIBRARIES`."
-    return {"device": pick_device(device).type, **{p: package_version(p) for p in NUMERIC_LIBRARIES}}
+    """Where a run trains: the device type `device` resolves to (`pick_device`), the versions of `NUMERIC_LIBRARIES`
+    and, on CUDA, what computes the losses (`loss_kernels`)."""
+    kind = pick_device(device).type
+    return {"device": kind, **{p: package_version(p) for p in NUMERIC_LIBRARIES}, **(loss_kernels() if kind == "cuda" else {})}
 
 def environment_hash(device: str = "auto", # the run's `device` setting
                     ) -> str:

@@ -113,7 +113,7 @@ def test_finished_run_is_reused_only_when_settings_data_and_code_are_unchanged(d
     assert longer["steps"] == 5 and longer["config_hash"] != moved["config_hash"]
 
 
-# A fixed run and dataset description, and their key parts (since the evaluation batch size and logging cadence joined config_hash):
+# A fixed run and dataset description, and their key parts (since the classes' colours joined data_hash):
 # a change here would retrain every finished run.
 META = {"name": "synthetic", "sha256": {"train_images.npy": "a" * 64, "train_masks.npy": "b" * 64}, "classes": ["x", "y", "z"],
         "ignore_index": 255, "image_size": [32, 32], "splits": {"train": 16, "val": 4, "test": 8}, "colors": [[0, 0, 0]] * 3}
@@ -125,9 +125,9 @@ def test_run_key_of_a_fixed_config_is_pinned(monkeypatch):
     devices = []
     monkeypatch.setattr(T, "environment_hash", lambda device: devices.append(device) or "1" * 16)   # and this one with the machine
     cfg = run_config(CFG)
-    assert T.config_hash(cfg) == "e29bb6956dbf295f" and T.data_hash(META, STATS) == "3c38c58554fa7db0"
-    assert T.run_key(cfg, META, STATS) == {"config_hash": "e29bb6956dbf295f", "data_hash": "3c38c58554fa7db0",
-                                           "code_hash": "0" * 16, "environment_hash": "1" * 16, "key": "e7ac1c8632061c24"}
+    assert T.config_hash(cfg) == "e29bb6956dbf295f" and T.data_hash(META, STATS) == "bb70b29e804cd283"
+    assert T.run_key(cfg, META, STATS) == {"config_hash": "e29bb6956dbf295f", "data_hash": "bb70b29e804cd283",
+                                           "code_hash": "0" * 16, "environment_hash": "1" * 16, "key": "6c513d89a007078f"}
     assert devices == ["auto"]                                   # the run's device setting, resolved by environment_hash
     # the checked settings are the dict they were (metrics.json records it, in this order), and checked once
     assert list(cfg.settings) == ["model_options", "loss_params", "lr", "batch_size", "iterations", "checkpoint_every",
