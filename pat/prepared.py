@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_prepared.ipynb #a3a40919
 from __future__ import annotations
-import hashlib, http.client, json, os, shutil, tarfile, tempfile, urllib.request, zipfile
+import hashlib, http.client, json, os, shutil, sys, tarfile, tempfile, time, urllib.request, zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -12,13 +12,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .files import apply_umask
+from .files import apply_umask, atomic_write, package_version, source_hash
 from .schema import ParamsError, boolean, fail, got, integer, keys, list_of, number, optional, read_yaml, string
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'ENV_DIRS', 'FRACTION', 'NARROW_SETTINGS', 'LABEL_MODES', 'META_KEYS', 'DataError', 'MissingDataError',
-           'dataset_settings', 'check_dataset_params', 'dataset_params', 'sha256_file', 'read_image', 'resize_pair',
-           'map_labels', 'make_lut', 'write_prepared', 'load_meta', 'verify_prepared', 'download', 'extract']
+__all__ = ['DEFAULTS', 'ENV_DIRS', 'FRACTION', 'NARROW_SETTINGS', 'LABEL_MODES', 'RESUME_CODE', 'CHECKPOINT_SECONDS', 'META_KEYS',
+           'DataError', 'MissingDataError', 'dataset_settings', 'check_dataset_params', 'dataset_params', 'sha256_file',
+           'read_image', 'resize_pair', 'map_labels', 'make_lut', 'resume_key', 'write_prepared', 'load_meta',
+           'verify_prepared', 'download', 'extract']
 
 # %% ../nbs/02a_prepared.ipynb #52a3f164
 class DataError(Exception):
@@ -217,6 +218,49 @@ def _check_pair(img, mask, where):
         raise DataError(f"size mismatch between image and mask {where}: image {img.shape[1]}x{img.shape[0]}, "
                         f"mask {mask.shape[1]}x{mask.shape[0]} (width x height)")
 
+RESUME_CODE = ('prepared.py', 'sources.py', 'synthetic.py')   # the code that reads, maps and resizes items
+CHECKPOINT_SECONDS = 5                                           # how often a preparation records the rows it has written
+
+def _stamp(item):
+    "A JSON-able fingerprint of an item: a file (`Path`) by path, size and times, as the source scan; an array by its bytes."
+    if isinstance(item, Path): st = item.stat(); return [str(item), st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    if isinstance(item, np.ndarray): return hashlib.sha256(np.ascontiguousarray(item).tobytes()).hexdigest()
+    if isinstance(item, (list, tuple)): return [_stamp(v) for v in item]
+    return repr(item)
+
+def resume_key(meta: dict, splits: dict, size) -> str:
+    "What an interrupted preparation must match to be resumed: the meta, size and items (`_stamp`), the code and numpy/Pillow."
+    what = {'meta': meta, 'size': size, 'items': {s: [_stamp(i) for i in items] for s, items in splits.items()},
+            'code': source_hash(RESUME_CODE), 'libraries': [package_version(p) for p in ('numpy', 'pillow')]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def _record(tmp: Path, state: dict, arrays):
+    "Flush the arrays, then record the rows written (`state`): what is recorded is on disk."
+    for a in arrays or (): a.flush()
+    with atomic_write(tmp / 'progress.json') as f: json.dump(state, f)
+
+def _write_split(tmp: Path, split: str, items: list, read: Callable, state: dict, progress: bool, name: str):
+    "Write rows `state['done'][split]..` of `split`'s arrays in `tmp`, recording them every `CHECKPOINT_SECONDS` and when interrupted."
+    start = state['done'].get(split, 0)
+    arrays = [np.load(tmp / f'{split}_{k}.npy', mmap_mode='r+') for k in ('images', 'masks')] if start else None
+    last = time.monotonic()
+    with tqdm(total=len(items), initial=start, desc=f"{name}/{split}", disable=not progress, mininterval=1) as bar:
+        try:
+            for i in range(start, len(items)):
+                img, mask, where = read(items[i])
+                _check_pair(img, mask, where)
+                if state['size'] is None: state['size'] = list(img.shape[:2])
+                img, mask = resize_pair(img, mask, state['size'])
+                if arrays is None:
+                    arrays = [np.lib.format.open_memmap(tmp / f'{split}_{k}.npy', 'w+', np.uint8, (len(items), *state['size'], *c))
+                              for k, c in (('images', (3,)), ('masks', ()))]
+                arrays[0][i], arrays[1][i] = img, mask
+                state['done'][split] = i + 1; bar.update()
+                if time.monotonic() - last > CHECKPOINT_SECONDS: _record(tmp, state, arrays); last = time.monotonic()
+        except KeyboardInterrupt:
+            _record(tmp, state, arrays); raise
+    _record(tmp, state, arrays)
+
 def write_prepared(out: str | Path, # the dataset's folder (replaced)
                    meta: dict, # its meta.json fields (name, classes, num_classes, ...)
                    splits: dict[str, list], # split name -> list of items
@@ -225,36 +269,34 @@ def write_prepared(out: str | Path, # the dataset's folder (replaced)
                    progress: bool = True, # draw a progress bar
                   ) -> Path:
     """Write the prepared format to `out` atomically. `splits` maps split -> items, `read(item)` returns
-    `(image uint8 [H,W,3], mask uint8 [H,W], where)`; `size` = [H, W] or None for the first image's size."""
+    `(image uint8 [H,W,3], mask uint8 [H,W], where)`; `size` = [H, W] or None for the first image's size.
+    The rows go to a hidden `.<name>.partial-<resume_key>` folder beside `out`, renamed to `out` when complete. An
+    interrupted run (Ctrl-C, a killed process) leaves it, and the next run with the same items, files, settings and
+    code resumes there; an error removes it, and so does a run with anything else changed."""
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.parent.glob(f'.{out.name}.tmp-*'), *out.parent.glob(f'.{out.name}.old-*')]:
-        shutil.rmtree(stale, ignore_errors=True)       # left by a killed run (SIGKILL skips the cleanup below)
     empty = [split for split, items in splits.items() if not items]
     if empty: raise DataError(f"split {empty[0]!r} of {meta['name']} is empty: nothing was read or written")
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
+    tmp = out.parent / f'.{out.name}.partial-{resume_key(meta, splits, size)}'
+    for stale in out.parent.glob(f'.{out.name}.*-*'):             # other partial runs, a killed run's old folder
+        if stale != tmp: shutil.rmtree(stale, ignore_errors=True)
+    state = json.loads((tmp / 'progress.json').read_text()) if (tmp / 'progress.json').exists() else {'size': size, 'done': {}}
+    if state['done']:
+        written = ', '.join(f'{s} {n}/{len(splits[s])}' for s, n in state['done'].items())
+        print(f"{meta['name']}: resuming the interrupted preparation in {tmp} ({written} rows written)", file=sys.stderr)
+    tmp.mkdir(mode=0o700, exist_ok=True)
     try:
-        shas, counts = {}, {}
-        for split, items in splits.items():
-            imgs = masks = None
-            for i, item in enumerate(tqdm(items, desc=f"{meta['name']}/{split}", disable=not progress, mininterval=1)):
-                img, mask, where = read(item)
-                _check_pair(img, mask, where)
-                if size is None: size = list(img.shape[:2])
-                img, mask = resize_pair(img, mask, size)
-                if imgs is None:
-                    imgs = np.lib.format.open_memmap(tmp / f'{split}_images.npy', 'w+', np.uint8, (len(items), *size, 3))
-                    masks = np.lib.format.open_memmap(tmp / f'{split}_masks.npy', 'w+', np.uint8, (len(items), *size))
-                imgs[i], masks[i] = img, mask
-            imgs.flush(); masks.flush(); del imgs, masks
-            counts[split] = len(items)
-            for kind in ('images', 'masks'): shas[f'{split}_{kind}.npy'] = sha256_file(tmp / f'{split}_{kind}.npy')
-        meta = {**meta, 'image_size': list(size), 'splits': counts, 'sha256': shas, 'format_version': 1}
+        for split, items in splits.items(): _write_split(tmp, split, items, read, state, progress, meta['name'])
+        (tmp / 'progress.json').unlink()
+        shas = {f'{s}_{k}.npy': sha256_file(tmp / f'{s}_{k}.npy') for s in splits for k in ('images', 'masks')}
+        meta = {**meta, 'image_size': list(state['size']), 'splits': {s: len(i) for s, i in splits.items()}, 'sha256': shas,
+                'format_version': 1}
         (tmp / 'meta.json').write_text(json.dumps(meta, indent=1))
-        apply_umask(tmp)                               # mkdtemp made it 0700: give it the umask's modes
+        apply_umask(tmp)                               # made 0700: give it the umask's modes
         old = None
         if out.exists(): old = out.with_name(f'.{out.name}.old-{os.getpid()}'); out.rename(old)
         tmp.rename(out)
         if old is not None: shutil.rmtree(old, ignore_errors=True)
+    except KeyboardInterrupt: raise                    # the rows written so far stay, recorded, for the next run
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return out

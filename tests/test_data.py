@@ -166,23 +166,30 @@ def test_camvid_size_mismatch(tmp_path):
     with pytest.raises(P.DataError, match=r'size mismatch between image and mask .*train/train1.png / .*trainannot/train1.png'):
         D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
 
-def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
+def test_interrupted_prepare_keeps_the_old_output_and_resumes(tmp_path, monkeypatch):
+    """Ctrl-C while preparing: the previous dataset stays as it was, the rows written wait in a hidden folder beside
+    it, and the next run reads only the rest and gives the arrays of a run never interrupted."""
     src = make_camvid(tmp_path / 'CamVid')
     good = D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
     before = (good / 'meta.json').read_text()
-    calls, orig = [], R.read_camvid
+    calls, stop, orig = [], [4], R.read_camvid
     def flaky(item):
         calls.append(item)
-        if len(calls) == 4: raise KeyboardInterrupt
+        if len(calls) == stop[0]: stop[0] = None; raise KeyboardInterrupt
         return orig(item)
     monkeypatch.setattr(R, 'read_camvid', flaky)
     with pytest.raises(KeyboardInterrupt):
         D.prepare('camvid', {'path': str(src), 'size': [3, 4]}, tmp_path / 'p')
-    assert sorted(p.name for p in (tmp_path / 'p').iterdir()) == ['camvid']    # no temporary or partial folder
+    assert [p.name for p in (tmp_path / 'p').iterdir() if not p.name.startswith('.')] == ['camvid']
     assert (good / 'meta.json').read_text() == before                        # the previous output is intact
-    with pytest.raises(KeyboardInterrupt):
-        calls.clear(); D.prepare('camvid', {'path': str(src)}, tmp_path / 'fresh')
-    assert list((tmp_path / 'fresh').iterdir()) == []
+    first, n = list(calls), sum(len(v) for v in R.camvid_files(src, {}).values())
+    calls.clear()
+    resumed = D.prepare('camvid', {'path': str(src), 'size': [3, 4]}, tmp_path / 'p')
+    assert calls[0] == first[3] and len(calls) == n - 3                      # the three rows written are not read again
+    assert sorted(p.name for p in (tmp_path / 'p').iterdir()) == ['camvid']  # the hidden folder became the output
+    monkeypatch.setattr(R, 'read_camvid', orig)
+    whole = D.prepare('camvid', {'path': str(src), 'size': [3, 4]}, tmp_path / 'whole')
+    assert P.load_meta(resumed)['sha256'] == P.load_meta(whole)['sha256']
 
 def segnet_zip(tmp_path, src):
     z = tmp_path / 'master.zip'
