@@ -278,7 +278,8 @@ def write_prepared(out: str | Path, # the dataset's folder (replaced)
     if empty: raise DataError(f"split {empty[0]!r} of {meta['name']} is empty: nothing was read or written")
     tmp = out.parent / f'.{out.name}.partial-{resume_key(meta, splits, size)}'
     for stale in out.parent.glob(f'.{out.name}.*-*'):             # other partial runs, a killed run's old folder
-        if stale != tmp: shutil.rmtree(stale, ignore_errors=True)
+        if stale.name.startswith(f'.{out.name}.old-') and not out.exists(): stale.rename(out)   # interrupted mid-swap
+        elif stale != tmp: shutil.rmtree(stale, ignore_errors=True)
     state = json.loads((tmp / 'progress.json').read_text()) if (tmp / 'progress.json').exists() else {'size': size, 'done': {}}
     if state['done']:
         written = ', '.join(f'{s} {n}/{len(splits[s])}' for s, n in state['done'].items())
@@ -286,11 +287,11 @@ def write_prepared(out: str | Path, # the dataset's folder (replaced)
     tmp.mkdir(mode=0o700, exist_ok=True)
     try:
         for split, items in splits.items(): _write_split(tmp, split, items, read, state, progress, meta['name'])
-        (tmp / 'progress.json').unlink()
         shas = {f'{s}_{k}.npy': sha256_file(tmp / f'{s}_{k}.npy') for s in splits for k in ('images', 'masks')}
         meta = {**meta, 'image_size': list(state['size']), 'splits': {s: len(i) for s, i in splits.items()}, 'sha256': shas,
                 'format_version': 1}
         (tmp / 'meta.json').write_text(json.dumps(meta, indent=1))
+        (tmp / 'progress.json').unlink()               # kept until here: a run stopped while hashing resumes complete
         apply_umask(tmp)                               # made 0700: give it the umask's modes
         old = None
         if out.exists(): old = out.with_name(f'.{out.name}.old-{os.getpid()}'); out.rename(old)

@@ -14,6 +14,8 @@ def imports(module: str) -> tuple[set, set, set]:
             inside = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Try))
             if isinstance(child, ast.ImportFrom) and child.level:                       # from .x import y, from . import x
                 own.update([child.module.split(".")[0]] if child.module else [a.name for a in child.names])
+            elif isinstance(child, ast.ImportFrom) and child.module == "pat":                 # from pat import x
+                own.update(a.name for a in child.names)
             elif isinstance(child, (ast.Import, ast.ImportFrom)):
                 for name in ([a.name for a in child.names] if isinstance(child, ast.Import) else [child.module]):
                     if name.startswith("pat."): own.add(name.split(".")[1])

@@ -179,6 +179,7 @@ def test_every_stage_depends_on_every_pat_module_it_loads():
             assert notebook in stage["deps"], (name, notebook)
             source = "".join("".join(c["source"]) for c in json.loads((ROOT / notebook).read_text())["cells"])
             entry |= set(re.findall(r"^\s*(?:from|import) pat\.(\w+)", source, re.M))
+            entry |= {m for names in re.findall(r"^\s*from pat import (.+)", source, re.M) for m in re.findall(r"\w+", names)}
         assert entry, name
         loaded = entry.union(*(pat_closure(m) for m in entry))
         missing = sorted(f"pat/{m}.py" for m in loaded if f"pat/{m}.py" not in stage["deps"])
@@ -197,6 +198,12 @@ def test_notebook_stages_depend_on_the_paths_they_pass():
         assert read <= set(stage["deps"]), f"stage {name} reads {sorted(read - set(stage['deps']))} without depending on it"
         checked += 1
     assert checked == 7
+
+def test_a_preparations_working_folders_are_not_data():
+    """An interrupted `prepare` leaves `.<dataset>.partial-<key>/` (and, stopped mid-swap, `.<dataset>.old-<pid>/`) in
+    data/prepared; .dvcignore keeps them out of the table stages' `data/prepared` dependency, the datasets not."""
+    paths = ["data/prepared/.camvid.partial-0123/train_images.npy", "data/prepared/.camvid.old-7", "data/prepared/camvid/meta.json"]
+    assert sh(f"dvc check-ignore {' '.join(paths)}", ROOT, check=False).stdout.split() == paths[:2]
 
 def test_an_edited_profile_is_not_up_to_date(tmp_path):
     """A profile edited without `python -m pat.pipeline use` leaves params.yaml as it was: the `profile` stage then
