@@ -128,8 +128,8 @@ def loss_kernels() -> dict:
     missing, else torch's code, compiled or not (`PAT_FUSED_COMPILE`)."""
     from pat.fused import _COMPILE
     from pat.triton_losses import _KERNELS, HAS_TRITON
-    return {"kernels": f"triton {package_version('triton')}" if HAS_TRITON and _KERNELS["enabled"] else "torch",
-            "fused_compile": _COMPILE["enabled"]}
+    if HAS_TRITON and _KERNELS["enabled"]: return {"kernels": f"triton {package_version('triton')}"}
+    return {"kernels": "torch", "fused_compile": _COMPILE["enabled"]}
 
 def environment(device: str = "auto", # the run's `device` setting
                ) -> dict:
