@@ -1,5 +1,5 @@
-"What a module of the package imports, read from its source: the helper of the tests that check declared dependencies."
-import ast, sys
+"What a module of the package or a notebook imports, read from its source: the helper of the tests that check declared dependencies."
+import ast, json, sys
 from pathlib import Path
 
 PAT = Path(__file__).resolve().parents[1] / "pat"
@@ -8,6 +8,16 @@ PAT = Path(__file__).resolve().parents[1] / "pat"
 def imports(module: str) -> tuple[set, set, set]:
     """(third-party packages imported when `module` loads, third-party packages imported later (inside a function,
     class or `try`), pat modules it imports anywhere) for `pat/<module>.py`."""
+    return source_imports((PAT / f"{module}.py").read_text())
+
+
+def notebook_code(path: Path) -> str:
+    "The code cells of a notebook as one source (a cell with an IPython magic would be a SyntaxError: none has one)."
+    return "\n".join("".join(c["source"]) for c in json.loads(Path(path).read_text())["cells"] if c["cell_type"] == "code")
+
+
+def source_imports(source: str) -> tuple[set, set, set]:
+    "`imports` of a Python source."
     top, inner, own = set(), set(), set()
     def visit(node, nested):
         for child in ast.iter_child_nodes(node):
@@ -22,7 +32,7 @@ def imports(module: str) -> tuple[set, set, set]:
                     elif name != "pat" and name.split(".")[0] not in sys.stdlib_module_names:
                         (inner if inside else top).add(name.split(".")[0])
             visit(child, inside)
-    visit(ast.parse((PAT / f"{module}.py").read_text()), False)
+    visit(ast.parse(source), False)
     return top, inner, {m for m in own if (PAT / f"{m}.py").exists()}
 
 

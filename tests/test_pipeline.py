@@ -9,7 +9,7 @@ import itertools, json, os, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import yaml
-from pat_imports import imports, pat_closure
+from pat_imports import imports, notebook_code, pat_closure, source_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -177,9 +177,7 @@ def test_every_stage_depends_on_every_pat_module_it_loads():
         entry = set(re.findall(r"-m pat\.(\w+)", stage["cmd"]))
         for notebook in re.findall(r"nbs/experiments/\w+\.ipynb", stage["cmd"])[:1]:     # the one it runs, not its copy
             assert notebook in stage["deps"], (name, notebook)
-            source = "".join("".join(c["source"]) for c in json.loads((ROOT / notebook).read_text())["cells"])
-            entry |= set(re.findall(r"^\s*(?:from|import) pat\.(\w+)", source, re.M))
-            entry |= {m for names in re.findall(r"^\s*from pat import (.+)", source, re.M) for m in re.findall(r"\w+", names)}
+            entry |= source_imports(notebook_code(ROOT / notebook))[2]
         assert entry, name
         loaded = entry.union(*(pat_closure(m) for m in entry))
         missing = sorted(f"pat/{m}.py" for m in loaded if f"pat/{m}.py" not in stage["deps"])
