@@ -172,7 +172,7 @@ def test_interrupted_prepare_keeps_the_old_output_and_resumes(tmp_path, monkeypa
     src = make_camvid(tmp_path / 'CamVid')
     good = D.prepare('camvid', {'path': str(src)}, tmp_path / 'p')
     before = (good / 'meta.json').read_text()
-    calls, stop, orig = [], [4], R.read_camvid
+    calls, stop, orig = [], [3], R.read_camvid      # train has 3 items: stopped inside the split, at its last one
     def flaky(item):
         calls.append(item)
         if len(calls) == stop[0]: stop[0] = None; raise KeyboardInterrupt
@@ -185,7 +185,7 @@ def test_interrupted_prepare_keeps_the_old_output_and_resumes(tmp_path, monkeypa
     first, n = list(calls), sum(len(v) for v in R.camvid_files(src, {}).values())
     calls.clear()
     resumed = D.prepare('camvid', {'path': str(src), 'size': [3, 4]}, tmp_path / 'p')
-    assert calls[0] == first[3] and len(calls) == n - 3                      # the three rows written are not read again
+    assert calls[0] == first[2] and len(calls) == n - 2                      # the two rows written are not read again
     assert sorted(p.name for p in (tmp_path / 'p').iterdir()) == ['camvid']  # the hidden folder became the output
     monkeypatch.setattr(R, 'read_camvid', orig)
     whole = D.prepare('camvid', {'path': str(src), 'size': [3, 4]}, tmp_path / 'whole')

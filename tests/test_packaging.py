@@ -3,7 +3,7 @@ import re
 from configparser import ConfigParser
 from pathlib import Path
 import pytest
-from pat_imports import imports
+from pat_imports import imports, source_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ("losses", "fused", "models", "triton_losses")       # what `pip install pat-seg` is for
@@ -26,6 +26,15 @@ def test_distribution_name_and_extras():
     assert re.search(r'^name\s*=\s*"pat-seg"', (ROOT / "pyproject.toml").read_text(), re.M)   # pip reads it there first
     assert _names("requirements") == {"torch", "segmentation-models-pytorch"}
     assert {"dvc", "dvclive", "papermill", "scipy", "seaborn"} <= _names("pipeline_requirements")
+
+
+def test_the_import_reader_sees_every_form():
+    """The reader behind these tests and the stage-dependency test: pat modules however imported (relative, `pat.x`,
+    `from pat import x`, inside a function), third-party packages at load and later (in a function or `try`)."""
+    src = ("import numpy\nfrom .losses import a\nfrom . import models\nfrom pat.fused import b\nimport pat.train\n"
+           "from pat import report, data as D\ntry:\n    import triton\nexcept ImportError: pass\n"
+           "def f():\n    import torch.nn\n    from pat import files\n")
+    assert source_imports(src) == ({"numpy"}, {"triton", "torch"}, {"losses", "models", "fused", "train", "report", "data", "files"})
 
 
 @pytest.mark.parametrize("module", sorted(p.stem for p in (ROOT / "pat").glob("*.py") if not p.stem.startswith("_")))
