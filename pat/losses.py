@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'REDUCTIONS', 'BETA', 'PAT_CURVES', 'PAT_NORMALIZE', 'BETA_MAX_EXPONENT',
-           'TABLE5_1_P', 'LOSSES', 'COUNT_LOSSES', 'set_debug', 'checks_values', 'check_inputs', 'check_number',
-           'check_choice', 'as_counts', 'class_weights_param', 'param_docs', 'SegLoss', 'bin_counts', 'CountLoss',
-           'CELoss', 'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss',
-           'LDAMLoss', 'BLVLoss', 'pat_weight', 'mask_sizes', 'check_pat_options', 'pat_pixel_terms',
-           'pat_loss_reference', 'PATLoss', 'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss',
-           'MMSegLoss']
+           'TABLE5_1_P', 'LOSSES', 'COUNT_LOSSES', 'set_debug', 'under_torch_func', 'checks_values', 'check_inputs',
+           'check_number', 'check_choice', 'as_counts', 'class_weights_param', 'param_docs', 'SegLoss', 'bin_counts',
+           'CountLoss', 'CELoss', 'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss', 'CBFocalLoss',
+           'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight', 'image_rows', 'mask_sizes', 'check_pat_options',
+           'pat_pixel_terms', 'pat_loss_reference', 'PATLoss', 'focal_value', 'pat_value', 'table5_1',
+           'plot_weight_curves', 'get_loss', 'MMSegLoss']
 
 # %% ../nbs/00_losses.ipynb #240515cc
 _DEBUG = {"checks": os.environ.get("PAT_DEBUG_CHECKS", "0") == "1"}
@@ -25,9 +25,14 @@ def set_debug(enabled: bool = True):
     "Check label values on every device, not only on CPU (a host-device sync on CUDA); default: env `PAT_DEBUG_CHECKS=1`."
     _DEBUG["checks"] = bool(enabled)
 
+def under_torch_func(t: torch.Tensor) -> bool:
+    """Whether `t` is inside a `torch.func` transform (`grad`, `vmap`, `jacrev`, ...): there its values cannot be read,
+    and the losses' closed-form backwards (fused PAT, the Triton kernels) give way to torch's own code."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
 def checks_values(target: torch.Tensor) -> bool:
-    "Whether `check_inputs` reads the labels of `target`: on CPU always, on other devices in debug mode only."
-    return _DEBUG["checks"] or target.device.type == "cpu"
+    "Whether `check_inputs` reads the labels of `target`: on CPU always, on other devices in debug mode only; never inside `torch.func.vmap`."
+    return (_DEBUG["checks"] or target.device.type == "cpu") and not under_torch_func(target)
 
 def _kind(v): return v.dtype if torch.is_tensor(v) else type(v).__name__   # a numpy array's dtype would read like a tensor's
 
@@ -89,7 +94,12 @@ def as_counts(counts, # pixel counts per class (anything `torch.as_tensor` takes
              ) -> torch.Tensor:
     "Training pixel counts per class as a float64 tensor, zero counts raised to 1; fractions (frequencies) are an error."
     if counts is None: raise ValueError(f"`{name}` is required: the training-set pixel count of each class (see the data stats stage)")
-    c = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    try: c = torch.as_tensor(counts)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"`{name}` must be pixel counts, one number per class, got {counts!r}") from None
+    if c.dtype == torch.bool or c.is_complex() or c.dim() != 1:
+        raise TypeError(f"`{name}` must be pixel counts, one number per class (1-D), got {c.dtype} of shape {tuple(c.shape)}")
+    c = torch.as_tensor(counts, dtype=torch.float64)           # Python floats as float64, not float32 first
     if c.numel() < 2 or not torch.isfinite(c).all() or (c < 0).any():
         raise ValueError(f"`{name}` must be finite, non-negative pixel counts for at least 2 classes, got {c.tolist()[:20]}")
     if ((c > 0) & (c < 1)).any():   # raised to 1 they would all be 1: a uniform prior, BMS = CE, equal LDAM margins
@@ -109,7 +119,10 @@ def class_weights_param(loss: str, # the loss's name, for the error message
                        ) -> torch.Tensor | None:
     "A loss's optional `weight`: finite, non-negative, one per class (at least 2), as float32."
     if weight is None: return None
-    w = torch.as_tensor(weight, dtype=torch.float32).flatten()
+    try: w = torch.as_tensor(weight)
+    except (TypeError, ValueError, RuntimeError): raise _bad_param(TypeError, loss, "weight", "one number per class", weight) from None
+    if w.dtype == torch.bool or w.is_complex() or w.dim() != 1: raise _bad_param(TypeError, loss, "weight", "one number per class (1-D)", weight)
+    w = w.to(torch.float32)
     if w.numel() < 2 or not torch.isfinite(w).all() or (w < 0).any():
         raise _bad_param(ValueError, loss, "weight", "finite, non-negative weights, one per class", weight)
     return w
@@ -203,7 +216,7 @@ class SegLoss(nn.Module):
 
     def kernel_loss(self, logits, target):
         "The loss from the Triton kernels where they run (CUDA logits, reduction 'mean' or 'sum', a `kernel_spec`), else None."
-        if self.reduction == "none" or not (logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"): return None
+        if self.reduction == "none" or under_torch_func(logits) or not (logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"): return None
         import pat.triton_losses as kernels                          # here: triton loads only where it can run
         spec = self.kernel_spec(logits, target) if kernels.use_kernels(logits) else None
         if spec is None: return None
@@ -450,13 +463,17 @@ def pat_weight(p: torch.Tensor, # probability of the true class
     sign = 1.0 if curve == "eq4.44" else -1.0
     return torch.exp(sign * (1.0 - p - eps) / T)
 
+def image_rows(t: torch.Tensor) -> torch.Tensor:
+    "`t` [B, ...] as [B, pixels]: also with no images (B = 0) or one label per image ([B])."
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))
+
 def mask_sizes(target: torch.Tensor, # integer labels [B,H,W]
                num_classes: int, # the number of classes C
                ignore_index: int = 255, # the label of pixels left out
               ) -> torch.Tensor:
     "$S_i^l$: the number of valid pixels of each class in each image, [B, C] (one count of `image * C + label`, no one-hot)."
     B = target.shape[0]
-    flat = target.reshape(B, -1)
+    flat = image_rows(target)
     image = torch.arange(B, device=target.device).unsqueeze(1)
     idx = torch.where(flat != ignore_index, image * num_classes + flat, B * num_classes)   # ignored -> extra bin
     return bin_counts(idx, B * num_classes + 1)[:-1].view(B, num_classes)
@@ -470,9 +487,11 @@ def check_pat_options(T, # the temperature, > 0
     T, eps = check_number("PAT", "T", T, POSITIVE, lambda v: v > 0), check_number("PAT", "eps", eps, FINITE)
     check_choice("PAT", "normalize", normalize, PAT_NORMALIZE)
     check_choice("PAT", "curve", curve, PAT_CURVES)
-    if curve == "eq4.44" and (1 - eps) / T >= BETA_MAX_EXPONENT:   # beta's largest value, at p = 0: e^{(1-eps)/T}
-        raise _bad_param(ValueError, "PAT", "T", f"> (1 - eps) / {BETA_MAX_EXPONENT} = {(1 - eps) / BETA_MAX_EXPONENT:.4g} "
-                         f"(eps = {eps}), or beta = exp((1-p-eps)/T) overflows float32", T)
+    # beta's largest exponent: (1-eps)/T at p = 0 (Eq. 4.44), eps/T at p = 1 (table5.1's e^{-(1-p-eps)/T})
+    top, at, formula = (1 - eps, "(1 - eps)", "exp((1-p-eps)/T)") if curve == "eq4.44" else (eps, "eps", "exp(-(1-p-eps)/T)")
+    if top / T >= BETA_MAX_EXPONENT:
+        raise _bad_param(ValueError, "PAT", "T", f"> {at} / {BETA_MAX_EXPONENT} = {top / BETA_MAX_EXPONENT:.4g} "
+                         f"(eps = {eps}), or beta = {formula} overflows float32", T)
 
 def pat_pixel_terms(logits, target, T: float = 20.0, eps: float = 0.0, normalize: str = "mask", curve: str = "eq4.44",
                     detach_weight: bool = False, ignore_index: int = 255):
@@ -488,8 +507,8 @@ def pat_pixel_terms(logits, target, T: float = 20.0, eps: float = 0.0, normalize
     valid = target != ignore_index
     if normalize == "none": return per_pixel, valid.sum().clamp_min(1)
     sizes = mask_sizes(target, logits.shape[1], ignore_index)                          # [B, C]
-    size_at_pixel = sizes.gather(1, target.masked_fill(~valid, 0).reshape(target.shape[0], -1)).view_as(ce)
-    return per_pixel / size_at_pixel.clamp_min(1), target.shape[0]
+    size_at_pixel = sizes.gather(1, image_rows(target.masked_fill(~valid, 0))).view_as(ce)
+    return per_pixel / size_at_pixel.clamp_min(1), max(target.shape[0], 1)             # B (an empty batch: 0 / 1)
 
 def pat_loss_reference(logits, # float scores [B,C,H,W]
                        target, # integer labels [B,H,W]
@@ -530,7 +549,8 @@ class PATLoss(SegLoss):
             terms, norm = pat_pixel_terms(logits, target, *args)
             return self.reduce_pixels(terms, target, logits, norm if self.normalize == "mask" else None)
         from pat.fused import pat_loss_fused  # imported here: pat.fused is exported after this notebook
-        return (pat_loss_fused if self.fused else pat_loss_reference)(logits, target, *args)
+        fused = self.fused and not under_torch_func(logits)             # torch.func differentiates the reference itself
+        return (pat_loss_fused if fused else pat_loss_reference)(logits, target, *args)
     def kernel_spec(self, logits, target):   # on CUDA the Triton kernels (nbs/11_triton) compute what pat_loss_fused does
         if not self.fused: return None
         return dict(term="pat", T=self.T, eps=self.eps, curve=self.curve, detach_weight=self.detach_weight, per_image=self.normalize == "mask")

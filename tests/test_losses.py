@@ -100,6 +100,10 @@ def test_bad_reduction_or_weight_is_named():
         get_loss("ce", reduction="avg")
     with pytest.raises(ValueError, match="PAT parameter `weight` must be finite, non-negative weights, one per class"):
         get_loss("pat", weight=[1.0, -1.0])
+    with pytest.raises(TypeError, match=r"CE parameter `weight` must be one number per class \(1-D\), got \[\[1, 2\], \[3, 4\]\]"):
+        get_loss("ce", weight=[[1, 2], [3, 4]])                   # not 4 classes
+    with pytest.raises(TypeError, match="BMS parameter `weight` must be one number per class, got 'abc'"):
+        get_loss("bms", counts=[1, 2], weight="abc")
     x, t = _batch()
     with pytest.raises(ValueError, match="`weight` has 3 classes but logits have C=4"):
         get_loss("focal", weight=[1.0, 1.0, 1.0])(x, t)

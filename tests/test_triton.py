@@ -238,6 +238,16 @@ def test_every_loss_matches_its_torch_code(name, params, extra, kernels_on_cpu):
     torch.testing.assert_close(gk, gr, rtol=2e-5, atol=2e-6 * max(1.0, float(gr.abs().max())))
 
 
+def test_torch_func_takes_the_torch_code(kernels_on_cpu):
+    "Inside torch.func every loss leaves the kernels for its torch code: torch transforms that, not a closed-form backward."
+    x, y = batch((2, 6, 5, 5), seed=11)
+    x, y = x.to(DEV), y.to(DEV)
+    for name, params in MODULES:
+        loss = get_loss(name, **params).to(DEV).eval()
+        _, (_, torch_grad) = both_paths(loss, x, y)
+        torch.testing.assert_close(torch.func.grad(lambda a: loss(a, y))(x), torch_grad, msg=name)
+
+
 def test_every_registered_loss_has_a_kernel_spec(kernels_on_cpu):
     x, y = batch((2, 6, 4, 4))
     for name, cls in LOSSES.items():
