@@ -21,11 +21,11 @@ from .train import _cpus, proc_status_kb, reset_peak_memory   # one home for the
 
 # %% auto #0
 __all__ = ['SHAPES', 'QUICK_SHAPES', 'BASELINE', 'REGISTRY', 'EXTRA', 'LOSS_NAMES', 'IGNORE_INDEX', 'TABLE_COLUMNS',
-           'set_threads', 'settings', 'power_law_counts', 'synthetic_batch', 'make_loss', 'run_once',
+           'BENCH_DEFAULTS', 'set_threads', 'settings', 'power_law_counts', 'synthetic_batch', 'make_loss', 'run_once',
            'time_interleaved', 'summarize', 'peak_rss_bytes', 'peak_cuda_bytes', 'memory_worker',
            'memory_in_subprocess', 'make_model', 'make_train_step', 'min_bytes', 'copy_bandwidth', 'bench_losses',
            'bench_scaling', 'scaling_slopes', 'bench_train', 'bench_memory', 'to_markdown', 'join_memory',
-           'figure_names', 'plot_fig6_3', 'target_check', 'fused_vs_reference', 'run_bench', 'main']
+           'figure_names', 'plot_fig6_3', 'target_check', 'fused_vs_reference', 'run_bench', 'options', 'main']
 
 # %% ../nbs/06_bench.ipynb #1f53a8bb
 SHAPES = {"OxfordPetIII": (3, 256, 256), "CityScapes": (20, 256, 512), "NYU": (14, 288, 384)}
@@ -467,23 +467,38 @@ def run_bench(out="results/bench", # the folder of the tables
     return dict(table=table, train=train, scaling=scaling, slopes=slopes, fused_vs_reference=fvr, raw=raw, env=env)
 
 # %% ../nbs/06_bench.ipynb #b40e5675
-def main(argv=None):
+BENCH_DEFAULTS = dict(quick=False, repeats=None, batch=4, device=None, threads=1)   # what params.yaml's `bench:` can set
+
+def options(argv=None) -> argparse.Namespace:
+    """The command line's options, checked before any work: each one given, else the `bench:` section of `--params`,
+    else `BENCH_DEFAULTS`."""
+    from pat.schema import option_integer
     p = argparse.ArgumentParser(prog="python -m pat.bench", description="Loss cost benchmark (Table 5.2 / Fig. 6.3, measured)")
     p.add_argument("--out", default="results/bench", help="folder for the tables")
     p.add_argument("--fig", default="results/figures/fig6_3.png", help="path of the figure")
-    p.add_argument("--quick", action="store_true", help="small shapes, a few repeats (< 1 minute)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 15, quick 5)")
-    p.add_argument("--batch", type=int, default=4, help="batch size B of the dataset shapes (default 4)")
+    p.add_argument("--quick", action="store_true", default=None, help="small shapes (batch 2), a few repeats (< 1 minute)")
+    p.add_argument("--repeats", type=option_integer(1), help="timed repeats (default 15, quick 5)")
+    p.add_argument("--batch", type=option_integer(1), help="batch size B of the dataset shapes (default 4; not with --quick)")
     p.add_argument("--device", action="append", choices=["cpu", "cuda"], help="device(s); default cpu and cuda if present")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch's default)")
-    p.add_argument("--params", help="params.yaml whose `bench:` section (quick, repeats, batch, threads) sets the defaults")
+    p.add_argument("--threads", type=option_integer(0), help="torch CPU threads (default 1; 0 = torch's default)")
+    p.add_argument("--params", help="params.yaml whose `bench:` section (quick, repeats, batch, device, threads) sets "
+                                    "what the command line leaves out")
     p.add_argument("--memory-worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.quick and a.batch is not None: p.error("--batch sets the batch of the dataset shapes, which --quick replaces by its own")
+    section = {}
     if a.params:  # the DVC stage: options from params.yaml (checked first), so the profile decides (ci: quick)
         from pat.pipeline import ParamsError, load_params
         try: section = load_params(a.params).get("bench") or {}
         except ParamsError as e: raise SystemExit(f"error: {e}")
-        for k, v in section.items(): setattr(a, k, v)
+    for k, default in BENCH_DEFAULTS.items():
+        if getattr(a, k) is None: setattr(a, k, section.get(k, default))
+    if "cuda" in (a.device or []) and not torch.cuda.is_available():
+        p.error("device cuda (--device, or bench.device of --params): torch sees no CUDA device here")
+    return a
+
+def main(argv=None):
+    a = options(argv)
     if a.memory_worker:
         for row in memory_worker(json.loads(a.memory_worker)): print(json.dumps(row), flush=True)
         return
@@ -491,6 +506,5 @@ def main(argv=None):
     print(to_markdown(res["fused_vs_reference"]))
 
 # %% ../nbs/06_bench.ipynb #01504df1
-try: get_ipython  # noqa: F821  (inside a notebook: do not run the CLI)
-except NameError:
-    if __name__ == "__main__": main()
+#| eval: false
+if __name__ == "__main__": main()

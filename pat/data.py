@@ -29,6 +29,8 @@ def prepare(name: str, # the dataset's name (a key of `PREPARERS`)
            ) -> Path:
     "Prepare dataset `name` with `params` (dict of its section, or a params.yaml path) into `out_root/<name>`."
     p = dataset_params(name, params)
+    for f in (Path(out_root), Path(out_root) / name):
+        if f.exists() and not f.is_dir(): raise DataError(f"{f} is a file: a prepared dataset is a folder, <out>/{name}/")
     return PREPARERS[name](p, Path(out_root) / name)
 
 # %% ../nbs/02_data.ipynb #a400c098
@@ -251,9 +253,11 @@ def main(argv=None):
             print(json.dumps({k: st[k] for k in ('name', 'counts', 'groups', 'head_tail_ratio')}))
     except (DataError, ValueError, FileNotFoundError, PipelineNotInstalled) as e:   # ValueError: a ParamsError too
         print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr); sys.exit(2)
+    except KeyboardInterrupt:
+        kept = "; the rows written are kept, and the same command resumes" if a.command == 'prepare' else ""
+        print(f"interrupted{kept}", file=sys.stderr); sys.exit(130)
 
 
 # %% ../nbs/02_data.ipynb #b6959eab
-try: get_ipython  # noqa: F821  (inside a notebook: do not run the CLI)
-except NameError:
-    if __name__ == '__main__': main()
+#| eval: false
+if __name__ == '__main__': main()

@@ -55,7 +55,13 @@ TRAIN_SPEC = {"lr": number(0, open_lo=True), "batch_size": integer(1), "iteratio
               "eval_batch_size": integer(1), "flip": boolean, "n_predictions": integer(0),
               "log_every": integer(1), "device": _device, "threads": integer(1), "diverge_factor": optional(number(1, open_lo=True))}
 
-_OPTION_CHECKS = {"width": number(0, open_lo=True), "base_channels": integer(1), "encoder": string, "encoder_weights": optional(string),
+def _encoder(v, path):
+    "An encoder smp (for 'tu-<name>', timm) knows: a typo fails here, not in every training worker."
+    string(v, path)
+    try: models.check_encoder(v)
+    except ValueError as e: fail(path, str(e))
+
+_OPTION_CHECKS = {"width": number(0, open_lo=True), "base_channels": integer(1), "encoder": _encoder, "encoder_weights": optional(string),
                   "decoder_channels": either(integer(1), list_of(integer(1), 1), what="a positive integer or a list of them")}
 
 def model_options(model: str):
@@ -127,6 +133,10 @@ def check_run(run: dict, # the run's full settings (`resolve_run`)
     "Check one run's full settings (see `resolve_run`); return them with the training defaults filled in."
     keys(run_spec(enabled), required=RUN_REQUIRED)(run, path)
     model_options(run["model"])(run.get("model_options", {}), f"{path}.model_options")
+    smallest, batch = models.TRAIN_BATCH_MIN.get(run["model"], 1), run.get("batch_size", TRAIN_DEFAULTS["batch_size"])
+    if batch < smallest:
+        fail(f"{path}.batch_size", f"{run['model']} trains on batches of {smallest} or more (a BatchNorm in its ASPP's image "
+                                   f"pooling sees one value per channel), got {batch} (train.batch_size or the run's own)")
     loss_params(run["loss"])(run.get("loss_params", {}), f"{path}.loss_params")
     return {"model_options": {}, "loss_params": {}, **TRAIN_DEFAULTS, **run}
 

@@ -79,7 +79,8 @@ def _radius(v, path):
 
 NARROW_SETTINGS = {   # settings whose range is narrower than their default's type: a typo is an error, not a wrong split
     'val_fraction': FRACTION, 'fractions': _fractions, 'fg_fraction': FRACTION, 'radius': _radius,
-    'head_tail_ratio': number(1), 'splits': keys({s: integer(1) for s in ('train', 'val', 'test')}, required=('train', 'val', 'test'))}
+    'head_tail_ratio': number(1), 'object_classes': integer(1, 12),   # pat.synthetic's 4 shapes x 3 textures
+    'splits': keys({s: integer(1) for s in ('train', 'val', 'test')}, required=('train', 'val', 'test'))}
 
 def _setting(d, key: str = ''):
     """The check of a setting whose default is `d`: of its type (an integer passes for a number, a bool for nothing

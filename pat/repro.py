@@ -145,6 +145,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     try:
         if a.check_profile: print(f"params.yaml: what profile {check_profile()!r} gives"); return
+        from pat.pipeline import load_params
+        load_params("params.yaml")              # checked first: a typo stops here, not at a stage minutes later
         raise SystemExit(repro(skip=a.skip))
     except (ValueError, RuntimeError) as e: raise SystemExit(f"error: {e}")
 

@@ -4,13 +4,13 @@
 
 # %% ../nbs/09_schema.ipynb #57566d83
 from __future__ import annotations
-import difflib, json, math
+import argparse, difflib, json, math
 from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['ParamsError', 'fail', 'got', 'integer', 'number', 'boolean', 'string', 'anything', 'choice', 'optional', 'either',
-           'list_of', 'keys', 'read_file', 'UniqueKeyLoader', 'read_yaml']
+__all__ = ['ParamsError', 'fail', 'got', 'integer', 'option_integer', 'number', 'boolean', 'string', 'anything', 'choice',
+           'optional', 'either', 'list_of', 'keys', 'read_file', 'UniqueKeyLoader', 'read_yaml']
 
 # %% ../nbs/09_schema.ipynb #b5b15fad
 class ParamsError(ValueError):
@@ -21,12 +21,24 @@ def fail(path, # the bad value's key path ('': none)
         ): raise ParamsError(f"{path}: {msg}" if path else msg)
 def got(v): return f"got {v!r} ({type(v).__name__})"
 
-def integer(lo: int | None = None):
-    "An int (not a bool), at least `lo`."
+def integer(lo: int | None = None, # the smallest value allowed (None: no bound)
+            hi: int | None = None, # the largest value allowed (None: no bound)
+           ):
+    "An int (not a bool) in [lo, hi]."
+    what = "an integer" + ("" if lo is None else f" >= {lo}") + ("" if hi is None else f"{' and' if lo is not None else ''} <= {hi}")
     def check(v, path):
-        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
-            fail(path, f"expected an integer{'' if lo is None else f' >= {lo}'}, {got(v)}")
+        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            fail(path, f"expected {what}, {got(v)}")
     return check
+
+def option_integer(lo: int):
+    "An argparse `type` for a command line option: an integer >= `lo` (argparse names the option in its error)."
+    def parse(text: str) -> int:
+        try: v = int(text)
+        except ValueError: v = None
+        if v is None or v < lo: raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}")
+        return v
+    return parse
 
 def number(lo: float | None = None, # the smallest value allowed (None: no bound)
            hi: float | None = None, # the largest value allowed (None: no bound)

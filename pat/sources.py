@@ -367,6 +367,7 @@ def write_source_manifest(name: str, # the dataset's name
     same bytes. The files' mtimes go to `.<name>.stat.json` beside it (not into the manifest, whose bytes change only
     with a file's content), so an unchanged file is not read again."""
     out = Path(out or Path('data/sources') / f'{name}.json')
+    if out.is_dir(): raise DataError(f"{out} is a folder: the source manifest is a file (default data/sources/{name}.json)")
     m = source_manifest(name, params, progress, stat_file=out.with_name(f'.{out.stem}.stat.json'))
     with atomic_write(out) as f: f.write(json.dumps(m, indent=1, sort_keys=True) + '\n')
     return out

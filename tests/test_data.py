@@ -508,6 +508,23 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith('error: params.yaml: not valid YAML (line ') and r.stderr.count('\n') == 1
     r = cli(tmp_path, '--help')
     assert r.returncode == 0 and all(c in r.stdout for c in ('prepare', 'source', 'stats'))
+    src = make_camvid(tmp_path / 'CamVid'); (tmp_path / 'params.yaml').write_text(f"data:\n  camvid:\n    path: {src}\n")
+    (tmp_path / 'taken').write_text('a file')                                   # --out of the wrong kind: named, nothing written
+    r = cli(tmp_path, 'prepare', 'camvid', '--params', 'params.yaml', '--out', 'taken')
+    assert (r.returncode, r.stderr) == (2, 'error: taken is a file: a prepared dataset is a folder, <out>/camvid/\n')
+    (tmp_path / 'manifests').mkdir()
+    r = cli(tmp_path, 'source', 'camvid', '--params', 'params.yaml', '--out', 'manifests')
+    assert (r.returncode, r.stderr) == (2, 'error: manifests is a folder: the source manifest is a file (default data/sources/camvid.json)\n')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['CamVid', 'manifests', 'params.yaml', 'taken'] and not any((tmp_path / 'manifests').iterdir())
+
+def test_cli_interrupted_prepare_says_it_resumes(tmp_path, monkeypatch, capsys):
+    "Ctrl-C while preparing: one line saying the rows stay and the same command resumes, exit status 130 (SIGINT's)."
+    src = make_camvid(tmp_path / 'CamVid')
+    def stop(item): raise KeyboardInterrupt
+    monkeypatch.setattr(R, 'read_camvid', stop)
+    (tmp_path / 'params.yaml').write_text(f"data:\n  camvid:\n    path: {src}\n")
+    with pytest.raises(SystemExit) as e: D.main(['prepare', 'camvid', '--params', str(tmp_path / 'params.yaml'), '--out', str(tmp_path / 'p')])
+    assert (e.value.code, capsys.readouterr().err.splitlines()[-1]) == (130, 'interrupted; the rows written are kept, and the same command resumes')
 
 def test_cli_every_option_has_help():
     ap = D.cli_parser()

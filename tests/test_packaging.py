@@ -24,7 +24,7 @@ def test_distribution_name_and_extras():
     s = _settings()
     assert s["lib_name"] == "pat" and s["dist_name"] == "pat-seg"         # `pat` on PyPI is another project
     assert re.search(r'^name\s*=\s*"pat-seg"', (ROOT / "pyproject.toml").read_text(), re.M)   # pip reads it there first
-    assert _names("requirements") == {"torch", "segmentation-models-pytorch"}
+    assert _names("requirements") == {"torch", "segmentation-models-pytorch", "timm"}   # timm: smp requires it too; pat names its encoders
     assert {"dvc", "dvclive", "papermill", "scipy", "seaborn"} <= _names("pipeline_requirements")
 
 

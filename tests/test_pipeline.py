@@ -576,3 +576,14 @@ def test_an_edited_raw_label_reruns_prepare(checkout, tmp_path):
         assert ran() == {"source@camvid", "prepare@camvid"}
     finally:
         sh("python -m pat.pipeline use ci", checkout)
+
+
+def test_repro_checks_params_before_any_stage(tmp_path, monkeypatch):
+    "A typo in params.yaml stops `python -m pat.repro` at once, naming the key, before dvc runs a stage."
+    text = (ROOT / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text.replace("\n  iterations: ", "\n  iteratons: ", 1))
+    monkeypatch.chdir(tmp_path)
+    import pat.repro
+    monkeypatch.setattr(pat.repro, "repro", lambda **kw: pytest.fail("dvc repro ran"))
+    with pytest.raises(SystemExit, match=r"^error: params.yaml: train.iteratons: unknown key; did you mean 'iterations'\?$"):
+        pat.repro.main([])
