@@ -5,7 +5,7 @@ last loss. Different hashes mean a run trained on another CPU (another vector in
 
     python tools/cpu_isa.py
 """
-import os, subprocess, sys
+import argparse, os, subprocess, sys
 
 STEPS = r"""
 import hashlib, torch
@@ -23,6 +23,7 @@ SETTINGS = [{}, {"ONEDNN_MAX_CPU_ISA": "SSE41"}, {"ONEDNN_MAX_CPU_ISA": "AVX"}, 
             {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}]
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     for extra in SETTINGS:
         out = subprocess.run([sys.executable, "-c", STEPS], env={**os.environ, **extra}, capture_output=True, text=True, check=True)
         print(f"{' '.join(f'{k}={v}' for k, v in extra.items()) or '(defaults)':50} {out.stdout.strip()}")
