@@ -472,27 +472,31 @@ BENCH_DEFAULTS = dict(quick=False, repeats=None, batch=4, device=None, threads=1
 def options(argv=None) -> argparse.Namespace:
     """The command line's options, checked before any work: each one given, else the `bench:` section of `--params`,
     else `BENCH_DEFAULTS`."""
-    from pat.schema import option_integer
+    from pat.schema import option_number
     p = argparse.ArgumentParser(prog="python -m pat.bench", description="Loss cost benchmark (Table 5.2 / Fig. 6.3, measured)")
     p.add_argument("--out", default="results/bench", help="folder for the tables")
     p.add_argument("--fig", default="results/figures/fig6_3.png", help="path of the figure")
-    p.add_argument("--quick", action="store_true", default=None, help="small shapes (batch 2), a few repeats (< 1 minute)")
-    p.add_argument("--repeats", type=option_integer(1), help="timed repeats (default 15, quick 5)")
-    p.add_argument("--batch", type=option_integer(1), help="batch size B of the dataset shapes (default 4; not with --quick)")
+    p.add_argument("--quick", action=argparse.BooleanOptionalAction, help="small shapes (batch 2), a few repeats (< 1 minute)")
+    p.add_argument("--repeats", type=option_number(1), help="timed repeats (default 15, quick 5)")
+    p.add_argument("--batch", type=option_number(1), help="batch size B of the dataset shapes (default 4; not with --quick)")
     p.add_argument("--device", action="append", choices=["cpu", "cuda"], help="device(s); default cpu and cuda if present")
-    p.add_argument("--threads", type=option_integer(0), help="torch CPU threads (default 1; 0 = torch's default)")
+    p.add_argument("--threads", type=option_number(0), help="torch CPU threads (default 1; 0 = torch's default)")
     p.add_argument("--params", help="params.yaml whose `bench:` section (quick, repeats, batch, device, threads) sets "
                                     "what the command line leaves out")
     p.add_argument("--memory-worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.quick and a.batch is not None: p.error("--batch sets the batch of the dataset shapes, which --quick replaces by its own")
     section = {}
     if a.params:  # the DVC stage: options from params.yaml (checked first), so the profile decides (ci: quick)
         from pat.pipeline import ParamsError, load_params
         try: section = load_params(a.params).get("bench") or {}
         except ParamsError as e: raise SystemExit(f"error: {e}")
+    source = {k: f"--{k}" for k in BENCH_DEFAULTS if getattr(a, k) is not None}          # where each setting comes from
+    source.update({k: f"bench.{k} of --params" for k in section if k not in source})
     for k, default in BENCH_DEFAULTS.items():
         if getattr(a, k) is None: setattr(a, k, section.get(k, default))
+    if a.quick and "batch" in source:
+        p.error(f"batch ({source['batch']}) sets the batch of the dataset shapes, which quick ({source['quick']}) replaces by its own")
+    if a.device: a.device = list(dict.fromkeys(a.device))          # each device measured once
     if "cuda" in (a.device or []) and not torch.cuda.is_available():
         p.error("device cuda (--device, or bench.device of --params): torch sees no CUDA device here")
     return a

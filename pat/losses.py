@@ -12,11 +12,11 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'REDUCTIONS', 'BETA', 'PAT_CURVES', 'PAT_NORMALIZE', 'BETA_MAX_EXPONENT',
            'TABLE5_1_P', 'LOSSES', 'COUNT_LOSSES', 'set_debug', 'under_torch_func', 'checks_values', 'check_inputs',
-           'check_number', 'check_choice', 'as_counts', 'class_weights_param', 'param_docs', 'SegLoss', 'bin_counts',
-           'CountLoss', 'CELoss', 'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss', 'CBFocalLoss',
-           'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight', 'image_rows', 'mask_sizes', 'check_pat_options',
-           'pat_pixel_terms', 'pat_loss_reference', 'PATLoss', 'focal_value', 'pat_value', 'table5_1',
-           'plot_weight_curves', 'get_loss', 'MMSegLoss']
+           'check_number', 'check_choice', 'one_per_class', 'as_counts', 'class_weights_param', 'param_docs', 'SegLoss',
+           'bin_counts', 'CountLoss', 'CELoss', 'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss',
+           'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight', 'image_rows', 'mask_sizes',
+           'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference', 'PATLoss', 'focal_value', 'pat_value',
+           'table5_1', 'plot_weight_curves', 'get_loss', 'MMSegLoss']
 
 # %% ../nbs/00_losses.ipynb #240515cc
 _DEBUG = {"checks": os.environ.get("PAT_DEBUG_CHECKS", "0") == "1"}
@@ -25,13 +25,15 @@ def set_debug(enabled: bool = True):
     "Check label values on every device, not only on CPU (a host-device sync on CUDA); default: env `PAT_DEBUG_CHECKS=1`."
     _DEBUG["checks"] = bool(enabled)
 
-def under_torch_func(t: torch.Tensor) -> bool:
-    """Whether `t` is inside a `torch.func` transform (`grad`, `vmap`, `jacrev`, ...): there its values cannot be read,
-    and the losses' closed-form backwards (fused PAT, the Triton kernels) give way to torch's own code."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+def under_torch_func(*tensors: torch.Tensor) -> bool:
+    """Whether any of `tensors` is inside a `torch.func` transform (`grad`, `vmap`, `jacrev`, ...): there values cannot
+    be read, and the losses' closed-form backwards (fused PAT, the Triton kernels) give way to torch's own code.
+    False while torch.compile traces: dynamo cannot trace the check, and would break the graph at it."""
+    if torch.compiler.is_compiling(): return False
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 def checks_values(target: torch.Tensor) -> bool:
-    "Whether `check_inputs` reads the labels of `target`: on CPU always, on other devices in debug mode only; never inside `torch.func.vmap`."
+    "Whether `check_inputs` reads the labels of `target`: on CPU always, on other devices in debug mode only; never inside a `torch.func` transform."
     return (_DEBUG["checks"] or target.device.type == "cpu") and not under_torch_func(target)
 
 def _kind(v): return v.dtype if torch.is_tensor(v) else type(v).__name__   # a numpy array's dtype would read like a tensor's
@@ -89,17 +91,19 @@ def check_choice(loss: str, # the loss's name, for the error message
     return value
 
 # %% ../nbs/00_losses.ipynb #022f5c88
+def one_per_class(value) -> bool:
+    "Whether `value` is one real number per class: a 1-D list, tuple, array or tensor of numbers (not bools)."
+    try: t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError): return False
+    return t.dim() == 1 and t.dtype != torch.bool and not t.is_complex()
+
 def as_counts(counts, # pixel counts per class (anything `torch.as_tensor` takes)
               name: str = "counts", # the parameter's name, for the error message
              ) -> torch.Tensor:
     "Training pixel counts per class as a float64 tensor, zero counts raised to 1; fractions (frequencies) are an error."
     if counts is None: raise ValueError(f"`{name}` is required: the training-set pixel count of each class (see the data stats stage)")
-    try: c = torch.as_tensor(counts)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"`{name}` must be pixel counts, one number per class, got {counts!r}") from None
-    if c.dtype == torch.bool or c.is_complex() or c.dim() != 1:
-        raise TypeError(f"`{name}` must be pixel counts, one number per class (1-D), got {c.dtype} of shape {tuple(c.shape)}")
-    c = torch.as_tensor(counts, dtype=torch.float64)           # Python floats as float64, not float32 first
+    if not one_per_class(counts): raise TypeError(f"`{name}` must be pixel counts, one number per class (1-D), got {counts!r}")
+    c = torch.as_tensor(counts, dtype=torch.float64)
     if c.numel() < 2 or not torch.isfinite(c).all() or (c < 0).any():
         raise ValueError(f"`{name}` must be finite, non-negative pixel counts for at least 2 classes, got {c.tolist()[:20]}")
     if ((c > 0) & (c < 1)).any():   # raised to 1 they would all be 1: a uniform prior, BMS = CE, equal LDAM margins
@@ -119,10 +123,8 @@ def class_weights_param(loss: str, # the loss's name, for the error message
                        ) -> torch.Tensor | None:
     "A loss's optional `weight`: finite, non-negative, one per class (at least 2), as float32."
     if weight is None: return None
-    try: w = torch.as_tensor(weight)
-    except (TypeError, ValueError, RuntimeError): raise _bad_param(TypeError, loss, "weight", "one number per class", weight) from None
-    if w.dtype == torch.bool or w.is_complex() or w.dim() != 1: raise _bad_param(TypeError, loss, "weight", "one number per class (1-D)", weight)
-    w = w.to(torch.float32)
+    if not one_per_class(weight): raise _bad_param(TypeError, loss, "weight", "one number per class (1-D)", weight)
+    w = torch.as_tensor(weight, dtype=torch.float32)
     if w.numel() < 2 or not torch.isfinite(w).all() or (w < 0).any():
         raise _bad_param(ValueError, loss, "weight", "finite, non-negative weights, one per class", weight)
     return w
@@ -216,7 +218,8 @@ class SegLoss(nn.Module):
 
     def kernel_loss(self, logits, target):
         "The loss from the Triton kernels where they run (CUDA logits, reduction 'mean' or 'sum', a `kernel_spec`), else None."
-        if self.reduction == "none" or under_torch_func(logits) or not (logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"): return None
+        if self.reduction == "none" or not (logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") or under_torch_func(logits, target):
+            return None
         import pat.triton_losses as kernels                          # here: triton loads only where it can run
         spec = self.kernel_spec(logits, target) if kernels.use_kernels(logits) else None
         if spec is None: return None
@@ -549,7 +552,7 @@ class PATLoss(SegLoss):
             terms, norm = pat_pixel_terms(logits, target, *args)
             return self.reduce_pixels(terms, target, logits, norm if self.normalize == "mask" else None)
         from pat.fused import pat_loss_fused  # imported here: pat.fused is exported after this notebook
-        fused = self.fused and not under_torch_func(logits)             # torch.func differentiates the reference itself
+        fused = self.fused and not under_torch_func(logits, target)     # torch.func differentiates the reference itself
         return (pat_loss_fused if fused else pat_loss_reference)(logits, target, *args)
     def kernel_spec(self, logits, target):   # on CUDA the Triton kernels (nbs/11_triton) compute what pat_loss_fused does
         if not self.fused: return None

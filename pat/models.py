@@ -8,7 +8,7 @@ __all__ = ['VGG16_STAGES', 'SMP_ARCHS', 'PAD_MODES', 'MODEL_NAMES', 'TRAIN_BATCH
            'smp_model', 'PadToMultiple', 'build_model']
 
 # %% ../nbs/01_models.ipynb #17eccedb
-import inspect, math, numbers
+import difflib, inspect, math, numbers
 from functools import partial
 import torch
 import torch.nn as nn
@@ -156,16 +156,22 @@ def smp_class(arch: str):
 def check_encoder(encoder, # smp's encoder name, or 'tu-<timm model>'
                   encoder_weights=None, # pretrained weights (None: random)
                  ):
-    "Raise a `ValueError` naming `encoder` / `encoder_weights` if smp (for 'tu-<name>', timm) does not know them."
-    from segmentation_models_pytorch.encoders import encoders
+    """Raise a `ValueError` naming `encoder` / `encoder_weights` (and the closest name) if smp does not know them; a
+    'tu-<name>' encoder is timm's: timm must know the name (a Hugging Face hub name is left to timm's download)."""
+    import segmentation_models_pytorch.encoders as smp_encoders
+    encoders = smp_encoders.encoders
+    close = lambda name, names, prefix="": "".join(f"; did you mean {prefix + c!r}?" for c in difflib.get_close_matches(name, names, 1))
     if isinstance(encoder, str) and encoder.startswith('tu-'):     # timm's encoders: timm knows the names
         import timm
-        if not timm.is_model(encoder[3:]):
-            raise ValueError(f"unknown `encoder` {encoder!r}: timm has no model {encoder[3:]!r} (all: timm.list_models())")
+        name = encoder[3:]
+        if not (name.startswith(('hf-hub:', 'hf_hub:')) or timm.is_model(name)):
+            raise ValueError(f"unknown `encoder` {encoder!r}: timm has no model {name!r} (all: timm.list_models())"
+                             + close(name, timm.list_models(), "tu-"))
         return
+    if getattr(smp_encoders, 'is_equivalent_to_timm_universal', lambda n: False)(encoder): return   # smp maps it to 'tu-'
     if encoder not in encoders:
-        raise ValueError(f"unknown `encoder` {encoder!r}; use an smp encoder name such as 'resnet18', "
-                         "'resnet34', 'resnet50', 'resnet101' (all: segmentation_models_pytorch.encoders.get_encoder_names())")
+        raise ValueError(f"unknown `encoder` {encoder!r}; use an smp encoder name such as 'resnet18', 'resnet34', 'resnet50', "
+                         f"'resnet101' (all: segmentation_models_pytorch.encoders.get_encoder_names()){close(encoder, list(encoders))}")
     valid = list(encoders[encoder]['pretrained_settings'])
     if encoder_weights is not None and encoder_weights not in valid:
         raise ValueError(f"`encoder_weights` {encoder_weights!r} is not available for encoder {encoder!r}; "

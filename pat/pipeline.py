@@ -55,18 +55,18 @@ TRAIN_SPEC = {"lr": number(0, open_lo=True), "batch_size": integer(1), "iteratio
               "eval_batch_size": integer(1), "flip": boolean, "n_predictions": integer(0),
               "log_every": integer(1), "device": _device, "threads": integer(1), "diverge_factor": optional(number(1, open_lo=True))}
 
-def _encoder(v, path):
-    "An encoder smp (for 'tu-<name>', timm) knows: a typo fails here, not in every training worker."
-    string(v, path)
-    try: models.check_encoder(v)
-    except ValueError as e: fail(path, str(e))
-
-_OPTION_CHECKS = {"width": number(0, open_lo=True), "base_channels": integer(1), "encoder": _encoder, "encoder_weights": optional(string),
+_OPTION_CHECKS = {"width": number(0, open_lo=True), "base_channels": integer(1), "encoder": string, "encoder_weights": optional(string),
                   "decoder_channels": either(integer(1), list_of(integer(1), 1), what="a positive integer or a list of them")}
 
 def model_options(model: str):
     "Check of the options of `model`: the keyword arguments `build_model` takes for it (read when first needed)."
-    def check(v, path): keys({o: _OPTION_CHECKS.get(o, anything) for o in sorted(models._options(model))})(v, path)
+    def check(v, path):
+        keys({o: _OPTION_CHECKS.get(o, anything) for o in sorted(models._options(model))})(v, path)
+        if "encoder" in v or "encoder_weights" in v:   # names smp (or timm) knows: a typo fails here, not in every worker
+            encoder = v.get("encoder", inspect.signature(models.smp_model).parameters["encoder"].default)
+            for key, weights in (("encoder", None), ("encoder_weights", v.get("encoder_weights"))):
+                try: models.check_encoder(encoder, weights)
+                except ValueError as e: fail(f"{path}.{key}", str(e))
     return check
 
 def _loss_keys(cls) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['ParamsError', 'fail', 'got', 'integer', 'option_integer', 'number', 'boolean', 'string', 'anything', 'choice',
+__all__ = ['ParamsError', 'fail', 'got', 'integer', 'option_number', 'number', 'boolean', 'string', 'anything', 'choice',
            'optional', 'either', 'list_of', 'keys', 'read_file', 'UniqueKeyLoader', 'read_yaml']
 
 # %% ../nbs/09_schema.ipynb #b5b15fad
@@ -31,12 +31,17 @@ def integer(lo: int | None = None, # the smallest value allowed (None: no bound)
             fail(path, f"expected {what}, {got(v)}")
     return check
 
-def option_integer(lo: int):
-    "An argparse `type` for a command line option: an integer >= `lo` (argparse names the option in its error)."
-    def parse(text: str) -> int:
-        try: v = int(text)
+def option_number(lo: float, # the smallest value allowed
+                  kind: type = int, # int or float
+                  open_lo: bool = False, # `lo` itself not allowed
+                 ):
+    "An argparse `type` for a command line option: a finite `kind` >= `lo` (> with `open_lo`); argparse names the option in its error."
+    what = f"{'an integer' if kind is int else 'a number'} {'>' if open_lo else '>='} {lo:g}"
+    def parse(text: str):
+        try: v = kind(text)
         except ValueError: v = None
-        if v is None or v < lo: raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}")
+        if v is None or not math.isfinite(v) or v < lo or (open_lo and v == lo):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return v
     return parse
 

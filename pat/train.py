@@ -755,7 +755,7 @@ def main(argv=None):
     """CLI: `python -m pat.train pack [...]` trains pending seeds; `python -m pat.train stages --share k/N` lists a worker's
     stages; `python -m pat.train environment --out F` writes the environment (`write_environment`)."""
     import argparse
-    from pat.schema import option_integer
+    from pat.schema import option_number
     ap = argparse.ArgumentParser(prog="python -m pat.train", description="Train runs outside DVC's one-stage-at-a-time order.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack", help="train every pending seed of the params' groups in one pool (then `dvc repro` records them)")
@@ -767,11 +767,10 @@ def main(argv=None):
         q.add_argument("--params", default="params.yaml", help="the params file (default params.yaml)")
         q.add_argument("--groups", nargs="+", choices=GROUPS, help="table groups (default: all)")
         q.add_argument("--share", default="1/1", help="k/N: only the k-th of N disjoint shares of the runs (several machines or GPUs)")
-    p.add_argument("--per-device", type=option_integer(1), help="concurrent runs per device (default: free GPU memory / --gpu-gb, or 1 per core)")
-    p.add_argument("--gpu-gb", type=float, default=6.0, help="GPU memory to plan per run (default 6)")
+    p.add_argument("--per-device", type=option_number(1), help="concurrent runs per device (default: free GPU memory / --gpu-gb, or 1 per core)")
+    p.add_argument("--gpu-gb", type=option_number(0, float, open_lo=True), default=6.0, help="GPU memory to plan per run (default 6)")
     p.add_argument("--list", action="store_true", help="print the work folders of the pending seeds of this share and exit")
     a = ap.parse_args(argv)
-    if a.cmd == "pack" and not (a.gpu_gb > 0 and math.isfinite(a.gpu_gb)): ap.error(f"argument --gpu-gb: expected a number > 0, got {a.gpu_gb:g}")
     try:
         if a.cmd == "environment": print(json.dumps(write_environment(load_params(a.params), a.out))); return
         shard = _shard(a.share)

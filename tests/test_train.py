@@ -374,6 +374,6 @@ def test_pack_list_prints_the_pending_work_folders_or_says_there_are_none(monkey
 def test_pack_options_are_checked(capsys):
     "A concurrency of 0 or less, or no GPU memory per run, is refused by name before anything is read."
     for args, says in ((["--per-device", "0"], "argument --per-device: expected an integer >= 1, got '0'"),
-                       (["--gpu-gb", "-2"], "argument --gpu-gb: expected a number > 0, got -2")):
+                       (["--gpu-gb", "-2"], "argument --gpu-gb: expected a number > 0, got '-2'")):
         with pytest.raises(SystemExit) as e: T.main(["pack", "--params", "no-such-params.yaml", *args])
         assert e.value.code == 2 and says in capsys.readouterr().err

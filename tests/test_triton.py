@@ -246,6 +246,8 @@ def test_torch_func_takes_the_torch_code(kernels_on_cpu):
         loss = get_loss(name, **params).to(DEV).eval()
         _, (_, torch_grad) = both_paths(loss, x, y)
         torch.testing.assert_close(torch.func.grad(lambda a: loss(a, y))(x), torch_grad, msg=name)
+        by_labels = torch.func.vmap(lambda b: loss(x[:1], b[None]))(y)                  # only the labels batched
+        torch.testing.assert_close(by_labels, torch.stack([loss(x[:1], b[None]) for b in y]), rtol=2e-5, atol=1e-6, msg=name)
 
 
 def test_every_registered_loss_has_a_kernel_spec(kernels_on_cpu):
