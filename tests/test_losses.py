@@ -367,7 +367,6 @@ def test_create_graph_on_cpu():
         torch.autograd.grad(get_loss("pat")(x, y), x, create_graph=True)
 
 
-
 def test_compile_traces_every_loss_in_one_graph():
     """torch.compile (here its eager backend, fullgraph: a graph break is an error) traces every loss whole, as on CUDA,
     where labels are not read: the check for torch.func transforms stays out of its way."""
