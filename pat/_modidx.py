@@ -289,6 +289,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
             'pat.runner': { 'pat.runner.NotebookFailed': ('runner.html#notebookfailed', 'pat/runner.py'),
                             'pat.runner.check_params_file': ('runner.html#check_params_file', 'pat/runner.py'),
                             'pat.runner.drop_noise': ('runner.html#drop_noise', 'pat/runner.py'),
+                            'pat.runner.kernel_config': ('runner.html#kernel_config', 'pat/runner.py'),
                             'pat.runner.kernel_name': ('runner.html#kernel_name', 'pat/runner.py'),
                             'pat.runner.main': ('runner.html#main', 'pat/runner.py'),
                             'pat.runner.quiet_kernel_warning': ('runner.html#quiet_kernel_warning', 'pat/runner.py'),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_runner.ipynb #b18ab551
 from __future__ import annotations
-import os, sys, threading
+import os, sys, tempfile, threading
 from contextlib import contextmanager
 from unittest.mock import patch
 from pathlib import Path
@@ -13,7 +13,7 @@ from .files import PipelineNotInstalled, die_with_parent, params_stamp
 from .schema import read_file, read_yaml
 
 # %% auto #0
-__all__ = ['KERNEL_NOISE', 'kernel_name', 'drop_noise', 'quiet_kernel_warning', 'NotebookFailed', 'run_notebook',
+__all__ = ['KERNEL_NOISE', 'kernel_name', 'kernel_config', 'drop_noise', 'quiet_kernel_warning', 'NotebookFailed', 'run_notebook',
            'check_params_file', 'main']
 
 # %% ../nbs/10_runner.ipynb #ad91b02c
@@ -21,6 +21,16 @@ def kernel_name() -> str:
     "The Jupyter kernel to run notebooks with: `pat` (the project's .venv) when registered, else `python3`."
     from jupyter_client.kernelspec import KernelSpecManager
     return "pat" if "pat" in KernelSpecManager().find_kernel_specs() else "python3"
+
+def kernel_config(folder, # a private, empty folder for the kernel's sockets
+                 ):
+    """The kernel manager's settings: the kernel talks over Unix sockets in `folder`, not TCP ports, whose free
+    numbers jupyter_client picks before the kernel binds them, so another process can take one in between. TCP stays
+    where Unix sockets do not work: not POSIX, or a socket path over 100 bytes (the limit is 104 on macOS)."""
+    from traitlets.config import Config
+    ip = os.path.join(os.path.abspath(folder), "kernel")          # sockets kernel-1 ... kernel-5; the kernel's cwd differs
+    if os.name != "posix" or len(os.fsencode(ip)) + len("-5") > 100: return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": ip}})
 
 KERNEL_NOISE = (b"running over TCP without encryption", b"KeyboardInterrupt caught in kernel")
 
@@ -34,7 +44,7 @@ def drop_noise(chunk: bytes, # output bytes from the kernel
 def quiet_kernel_warning(noise=KERNEL_NOISE):
     """The kernel inherits this process's stderr: pass everything through as it comes (a training run's progress bar
     draws there, see `pat.train.progress_bar`) but ipykernel's log lines `noise`, the warning about TCP transport
-    (printed by every kernel start, harmless on one machine, it filled every stage's log) and the interrupt papermill
+    (printed by every kernel start over TCP, see `kernel_config`; it filled every stage's log) and the interrupt papermill
     sends a failed kernel before shutting it down."""
     read, write = os.pipe()
     saved = os.dup(2); os.dup2(write, 2); os.close(write)
@@ -66,9 +76,11 @@ def run_notebook(src, # the notebook to run
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp, failed = dst.with_name(f".{dst.stem}.running.ipynb"), dst.with_name(f"{dst.stem}.failed.ipynb")
     try:
-        with quiet_kernel_warning(), patch.dict(os.environ, PAT_PROGRESS="stderr"):   # the kernel inherits the environment
+        with tempfile.TemporaryDirectory(prefix="pat-kernel-") as sockets, quiet_kernel_warning(), \
+             patch.dict(os.environ, PAT_PROGRESS="stderr"):                  # the kernel inherits the environment
             pm.execute_notebook(str(src), str(tmp), parameters=parameters or {}, kernel_name=kernel_name(),
-                                language="python", cwd=str(cwd), progress_bar=progress, log_output=False)
+                                language="python", cwd=str(cwd), progress_bar=progress, log_output=False,
+                                config=kernel_config(sockets))
         os.replace(tmp, dst)
         if failed.exists(): failed.unlink()
     except pm.PapermillExecutionError as e:
