@@ -20,8 +20,8 @@ except ImportError as e:                 # the package alone (torch and smp) has
 from .train import _cpus, proc_status_kb, reset_peak_memory   # one home for the usable cores, reading and resetting the peak
 
 # %% auto #0
-__all__ = ['SHAPES', 'QUICK_SHAPES', 'BASELINE', 'REGISTRY', 'EXTRA', 'LOSS_NAMES', 'IGNORE_INDEX', 'TABLE_COLUMNS',
-           'BENCH_DEFAULTS', 'set_threads', 'settings', 'power_law_counts', 'synthetic_batch', 'make_loss', 'run_once',
+__all__ = ['SHAPES', 'QUICK_SHAPES', 'BASELINE', 'REGISTRY', 'EXTRA', 'LOSS_NAMES', 'IGNORE_INDEX', 'BENCH_DEFAULTS',
+           'TABLE_COLUMNS', 'set_threads', 'settings', 'power_law_counts', 'synthetic_batch', 'make_loss', 'run_once',
            'time_interleaved', 'summarize', 'peak_rss_bytes', 'peak_cuda_bytes', 'memory_worker',
            'memory_in_subprocess', 'make_model', 'make_train_step', 'min_bytes', 'copy_bandwidth', 'bench_losses',
            'bench_scaling', 'scaling_slopes', 'bench_train', 'bench_memory', 'to_markdown', 'join_memory',
@@ -35,15 +35,16 @@ REGISTRY = tuple(LOSSES)                   # the eight losses, as pat.losses reg
 EXTRA = ("pat_fused", "pat_reference")     # the two PAT implementations, called directly
 LOSS_NAMES = (BASELINE,) + REGISTRY + EXTRA
 IGNORE_INDEX = 255
+BENCH_DEFAULTS = dict(quick=False, repeats=None, batch=4, device=None, threads=1)   # the one home of the defaults; params.yaml's `bench:` can set each
 
 def set_threads(n: int):
     "Use `n` torch CPU threads (0: leave torch's default)."
     if n and n > 0: torch.set_num_threads(n)
 
-def settings(quick: bool = False, # tiny shapes and few repeats (tests)
-             repeats: int | None = None, # timed repeats (None: 5 quick, 15 full)
-             batch: int = 4, # images per batch at the dataset shapes (quick: 2)
-             threads: int = 1, # torch's CPU threads
+def settings(quick: bool = BENCH_DEFAULTS["quick"], # tiny shapes and few repeats (tests)
+             repeats: int | None = BENCH_DEFAULTS["repeats"], # timed repeats (None: 5 quick, 15 full)
+             batch: int = BENCH_DEFAULTS["batch"], # images per batch at the dataset shapes (quick: 2)
+             threads: int = BENCH_DEFAULTS["threads"], # torch's CPU threads
             ) -> dict:
     "Benchmark settings: shapes, repeats, scaling sizes, training-step input, CPU threads, memory isolation."
     if quick:
@@ -411,11 +412,11 @@ TABLE_COLUMNS = ["device", "dataset", "shape", "loss", "time_ms_median", "time_m
 
 def run_bench(out="results/bench", # the folder of the tables
               fig="results/figures/fig6_3.png", # the figure's file (other devices: `<stem>_<device>.png` beside it)
-              quick=False, # tiny shapes and few repeats (tests)
-              repeats=None, # timed repeats (None: 5 quick, 15 full)
-              batch=4, # images per batch at the dataset shapes (quick: 2)
-              devices=None, # devices to measure (None: cpu, and cuda if there)
-              threads: int = 1, # torch's CPU threads
+              quick=BENCH_DEFAULTS["quick"], # tiny shapes and few repeats (tests)
+              repeats=BENCH_DEFAULTS["repeats"], # timed repeats (None: 5 quick, 15 full)
+              batch=BENCH_DEFAULTS["batch"], # images per batch at the dataset shapes (quick: 2)
+              devices=BENCH_DEFAULTS["device"], # devices to measure (None: cpu, and cuda if there)
+              threads: int = BENCH_DEFAULTS["threads"], # torch's CPU threads
               names=LOSS_NAMES, # the losses to measure
               log=print, # called with each progress line
              ) -> dict:
@@ -467,8 +468,6 @@ def run_bench(out="results/bench", # the folder of the tables
     return dict(table=table, train=train, scaling=scaling, slopes=slopes, fused_vs_reference=fvr, raw=raw, env=env)
 
 # %% ../nbs/06_bench.ipynb #b40e5675
-BENCH_DEFAULTS = dict(quick=False, repeats=None, batch=4, device=None, threads=1)   # what params.yaml's `bench:` can set
-
 def options(argv=None) -> argparse.Namespace:
     """The command line's options, checked before any work: each one given, else the `bench:` section of `--params`,
     else `BENCH_DEFAULTS`."""
