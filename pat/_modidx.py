@@ -210,6 +210,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                               'pat.pipeline.load_profile': ('pipeline.html#load_profile', 'pat/pipeline.py'),
                               'pat.pipeline.loss_params': ('pipeline.html#loss_params', 'pat/pipeline.py'),
                               'pat.pipeline.main': ('pipeline.html#main', 'pat/pipeline.py'),
+                              'pat.pipeline.merged_name': ('pipeline.html#merged_name', 'pat/pipeline.py'),
                               'pat.pipeline.model_options': ('pipeline.html#model_options', 'pat/pipeline.py'),
                               'pat.pipeline.profile_names': ('pipeline.html#profile_names', 'pat/pipeline.py'),
                               'pat.pipeline.profile_spec': ('pipeline.html#profile_spec', 'pat/pipeline.py'),

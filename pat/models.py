@@ -157,24 +157,27 @@ def check_encoder(encoder, # smp's encoder name, or 'tu-<timm model>'
                   encoder_weights=None, # pretrained weights (None: random)
                  ):
     """Raise a `ValueError` naming `encoder` / `encoder_weights` (and the closest name) if smp does not know them; a
-    'tu-<name>' encoder is timm's: timm must know the name (a Hugging Face hub name is left to timm's download)."""
+    'tu-<name>' encoder is timm's: timm must know the name (a Hugging Face hub name is left to timm's download).
+    The error's `param` is the parameter at fault (read by the pipeline's schema, as for the losses)."""
     import segmentation_models_pytorch.encoders as smp_encoders
+    def bad(param, message):
+        e = ValueError(message); e.param = param; return e
     encoders = smp_encoders.encoders
     close = lambda name, names, prefix="": "".join(f"; did you mean {prefix + c!r}?" for c in difflib.get_close_matches(name, names, 1))
     if isinstance(encoder, str) and encoder.startswith('tu-'):     # timm's encoders: timm knows the names
         import timm
         name = encoder[3:]
         if not (name.startswith(('hf-hub:', 'hf_hub:')) or timm.is_model(name)):
-            raise ValueError(f"unknown `encoder` {encoder!r}: timm has no model {name!r} (all: timm.list_models())"
+            raise bad("encoder", f"unknown `encoder` {encoder!r}: timm has no model {name!r} (all: timm.list_models())"
                              + close(name, timm.list_models(), "tu-"))
         return
     if getattr(smp_encoders, 'is_equivalent_to_timm_universal', lambda n: False)(encoder): return   # smp maps it to 'tu-'
     if encoder not in encoders:
-        raise ValueError(f"unknown `encoder` {encoder!r}; use an smp encoder name such as 'resnet18', 'resnet34', 'resnet50', "
+        raise bad("encoder", f"unknown `encoder` {encoder!r}; use an smp encoder name such as 'resnet18', 'resnet34', 'resnet50', "
                          f"'resnet101' (all: segmentation_models_pytorch.encoders.get_encoder_names()){close(encoder, list(encoders))}")
     valid = list(encoders[encoder]['pretrained_settings'])
     if encoder_weights is not None and encoder_weights not in valid:
-        raise ValueError(f"`encoder_weights` {encoder_weights!r} is not available for encoder {encoder!r}; "
+        raise bad("encoder_weights", f"`encoder_weights` {encoder_weights!r} is not available for encoder {encoder!r}; "
                          f"use None or one of {valid}")
 
 def smp_model(arch, # a key of `SMP_ARCHS`

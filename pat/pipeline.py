@@ -20,8 +20,8 @@ __all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATI
            'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'SECTIONS', 'RUN_REQUIRED', 'RUN_SPEC', 'GENERATED', 'PROFILES_DIR',
            'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'enabled_dataset', 'run_spec', 'check_run',
            'resolve_run', 'check_params', 'resolve_params', 'load_params', 'source_stages', 'run_entry', 'extend_seeds',
-           'row_of', 'expand_profile', 'deep_merge', 'profile_names', 'load_profile', 'use_profile', 'run_settings',
-           'main']
+           'row_of', 'expand_profile', 'deep_merge', 'merged_name', 'profile_names', 'load_profile', 'use_profile',
+           'run_settings', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
 ALL_LOSSES = tuple(LOSSES)       # ce focal cb cbfocal bms ldam blv pat
@@ -64,9 +64,8 @@ def model_options(model: str):
         keys({o: _OPTION_CHECKS.get(o, anything) for o in sorted(models._options(model))})(v, path)
         if "encoder" in v or "encoder_weights" in v:   # names smp (or timm) knows: a typo fails here, not in every worker
             encoder = v.get("encoder", inspect.signature(models.smp_model).parameters["encoder"].default)
-            for key, weights in (("encoder", None), ("encoder_weights", v.get("encoder_weights"))):
-                try: models.check_encoder(encoder, weights)
-                except ValueError as e: fail(f"{path}.{key}", str(e))
+            try: models.check_encoder(encoder, v.get("encoder_weights"))
+            except ValueError as e: fail(f"{path}.{e.param}", str(e))
     return check
 
 def _loss_keys(cls) -> list[str]:
@@ -226,10 +225,12 @@ def row_of(key: str, # a run's key: `<dataset>-<row>`, e.g. synthetic-attunet-ld
     "A run's row in its table: its key without the dataset (dataset names have no '-'), e.g. attunet-ldam."
     return key.split("-", 1)[1]
 
-def expand_profile(profile: dict) -> dict:
+def expand_profile(profile: dict, # a checked profile (`load_profile`)
+                   where: str | None = None, # the start of its error messages (None: "profile '<name>'")
+                  ) -> dict:
     """params.yaml content for a (checked) profile: its settings in sections (`train` with every default written out,
     `models` and `losses` for those the grid uses) and one short entry per run in groups t61, t62, t63, ablation."""
-    p = copy.deepcopy(profile)
+    p, where = copy.deepcopy(profile), where or f"profile {profile['name']!r}"
     grid = {**THESIS_GRID, **p.get("grid", {})}
     groups, m61 = {g: {} for g in GROUPS}, grid["t61_model"]
     seeds = {g: grid["seeds"].get(g, p["seeds"]) for g in GROUPS}
@@ -245,20 +246,22 @@ def expand_profile(profile: dict) -> dict:
         for name, loss, extra in ABLATION:
             if name in grid["ablation"]:
                 groups["ablation"][f"{ds}-{m61}-{name}"] = run_entry(ds, m61, loss, seeds["ablation"], extra)
-    for g, rows in grid["row_seeds"].items():
-        row = {key: row_of(key) for key in groups[g]}
-        for name, n in rows.items():
-            path = f"grid.row_seeds.{g}.{name}"
-            if name not in row.values(): fail(path, f"no such row (rows of {g}: {', '.join(dict.fromkeys(row.values()))})")
-            for key in groups[g]:
-                if row[key] == name: groups[g][key]["seeds"] = extend_seeds(groups[g][key]["seeds"], n, path)
+    try:
+        for g, rows in grid["row_seeds"].items():
+            row = {key: row_of(key) for key in groups[g]}
+            for name, n in rows.items():
+                path = f"grid.row_seeds.{g}.{name}"
+                if name not in row.values(): fail(path, f"no such row (rows of {g}: {', '.join(dict.fromkeys(row.values()))})")
+                for key in groups[g]:
+                    if row[key] == name: groups[g][key]["seeds"] = extend_seeds(groups[g][key]["seeds"], n, path)
+    except ParamsError as e: raise ParamsError(f"{where}: {e}") from None
     runs = [r for g in groups.values() for r in g.values()]
     header = {"profile": p["name"], "description": p.get("description", ""), "datasets": p["datasets"]}
     sections = {"train": {**TRAIN_DEFAULTS, **p["train"]},
                 "models": {m: p["models"].get(m, {}) for m in dict.fromkeys(r["model"] for r in runs)},
                 "losses": {l: p["losses"].get(l, {}) for l in dict.fromkeys(r["loss"] for r in runs)}}
     data = {**p["data"], **source_stages(p["datasets"])}
-    return check_params({**header, "data": data, "bench": p.get("bench", {}), **sections, **groups}, f"profile {p['name']!r}")
+    return check_params({**header, "data": data, "bench": p.get("bench", {}), **sections, **groups}, where)
 
 # %% ../nbs/07_pipeline.ipynb #1c356583
 PROFILES_DIR = Path("profiles")
@@ -271,6 +274,12 @@ def deep_merge(base: dict, # the mapping to update
     for k, v in over.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+def merged_name(name: str, # the profile's name
+                profiles_dir=PROFILES_DIR, # the folder of the profiles
+               ) -> str:
+    "How an error names profile `name` once merged with base.yaml: 'profiles/<name>.yaml (merged with base.yaml)'."
+    return f"{Path(profiles_dir) / f'{name}.yaml'} (merged with base.yaml)"
 
 def profile_names(profiles_dir=PROFILES_DIR) -> list[str]:
     return sorted(p.stem for p in Path(profiles_dir).glob("*.yaml") if p.stem != "base")
@@ -293,7 +302,7 @@ def load_profile(name: str, # the profile's name: `<profiles_dir>/<name>.yaml`
         merged = deep_merge(merged, part)
     p = {"name": name, **merged, "data": deep_merge(copy.deepcopy(DEFAULTS), merged.get("data", {}))}
     try: profile_spec()(p, "")
-    except ParamsError as e: raise ParamsError(f"{path} (merged with {base_path.name}): {e}") from None
+    except ParamsError as e: raise ParamsError(f"{merged_name(name, profiles_dir)}: {e}") from None
     p["data"] = {"enabled": list(p["datasets"]), **p["data"]}
     return p
 
@@ -309,7 +318,7 @@ def use_profile(name: str, # the profile's name: `<profiles_dir>/<name>.yaml`
                 profiles_dir=PROFILES_DIR, # the folder of the profiles
                ) -> dict:
     "Check profile `name`, expand it and write `params_path` (atomically; nothing is written when a check fails)."
-    params = expand_profile(load_profile(name, profiles_dir))
+    params = expand_profile(load_profile(name, profiles_dir), merged_name(name, profiles_dir))
     with atomic_write(params_path) as f:
         f.write(PARAMS_HEADER.format(name=name))
         yaml.dump(params, f, Dumper=_ParamsDumper, sort_keys=False, width=120)
