@@ -22,7 +22,8 @@ SYN_TEXTURES = ('stripes', 'checker', 'dots')
 
 def synthetic_classes(k: int = 8) -> list[str]:
     "Class names: 'background' then `k` object classes 'texture shape', shapes cycling fastest, textures alternating."
-    if not 1 <= k <= len(SYN_SHAPES) * len(SYN_TEXTURES): raise ValueError(f"object_classes must be in 1..12, got {k}")
+    n = len(SYN_SHAPES) * len(SYN_TEXTURES)
+    if not 1 <= k <= n: raise ValueError(f"object_classes must be in 1..{n}, got {k}")
     names = []
     for i in range(k):
         s, t = i % 4, (i // 4 + i % 2) % 2 if i < 8 else 2
@@ -75,7 +76,7 @@ def _background(rng, h, w, p) -> np.ndarray:
     for _ in range(rng.poisson(p['distractors'])):
         r = _radius(rng, h, w, p, 1.0); cy, cx, th = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, 2 * math.pi)
         u, v = (xx - cx) * math.cos(th) + (yy - cy) * math.sin(th), -(xx - cx) * math.sin(th) + (yy - cy) * math.cos(th)
-        m = _shape_mask(SYN_SHAPES[rng.integers(4)], u, v, r)
+        m = _shape_mask(SYN_SHAPES[rng.integers(len(SYN_SHAPES))], u, v, r)
         field[m] = _hsv(rng.uniform(), rng.uniform(0.35, 1), rng.uniform(0.45, 1))
     return field
 

@@ -1,6 +1,6 @@
 """Tests of pat.data, pat.prepared, pat.synthetic and pat.sources on tiny fixtures in each dataset's exact on-disk layout (built here, never downloaded),
 the synthetic generator's determinism and power law, the CLI, and (when present) the real CamVid copy."""
-import hashlib, io, json, os, re, stat, subprocess, sys, tarfile, zipfile
+import hashlib, json, os, re, stat, subprocess, sys, tarfile, zipfile
 from pathlib import Path
 
 import numpy as np
