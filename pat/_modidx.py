@@ -426,6 +426,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                            'pat.train.seed_everything': ('train.html#seed_everything', 'pat/train.py'),
                            'pat.train.segmentation_metrics': ('train.html#segmentation_metrics', 'pat/train.py'),
                            'pat.train.share': ('train.html#share', 'pat/train.py'),
+                           'pat.train.share_seeds': ('train.html#share_seeds', 'pat/train.py'),
+                           'pat.train.steps_done': ('train.html#steps_done', 'pat/train.py'),
                            'pat.train.torch_threads': ('train.html#torch_threads', 'pat/train.py'),
                            'pat.train.train_run': ('train.html#train_run', 'pat/train.py'),
                            'pat.train.train_seeds': ('train.html#train_seeds', 'pat/train.py'),

@@ -29,8 +29,9 @@ __all__ = ['CODE_FILES', 'NUMERIC_LIBRARIES', 'CHECKPOINT', 'CHECKPOINT_TMP', 'c
            'batch_indices', 'flip_batch', 'TrainBatches', 'seed_everything', 'torch_threads', 'save_checkpoint',
            'load_checkpoint', 'proc_status_kb', 'reset_peak_memory', 'peak_memory_mb', 'progress_bar', 'evaluate',
            'colorize', 'class_legend', 'save_prediction_figure', 'finished_metrics', 'truncate_logs', 'train_run',
-           'StepTimer', 'cpu_workers', 'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds', 'share',
-           'run_share', 'pending_jobs', 'default_per_device', 'pack', 'write_environment', 'main']
+           'StepTimer', 'cpu_workers', 'steps_done', 'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds',
+           'share', 'run_share', 'share_seeds', 'pending_jobs', 'default_per_device', 'pack', 'write_environment',
+           'main']
 
 # %% ../nbs/03_train.ipynb #9b2e30e7
 def confusion_matrix(pred: torch.Tensor, # predicted classes, any shape
@@ -263,9 +264,10 @@ def save_checkpoint(path, # the checkpoint file
 # %% ../nbs/03_train.ipynb #15c3d8b6
 def load_checkpoint(path, # the checkpoint file
                     device, # `torch.load`'s `map_location`
+                    mmap: bool = False, # map the file, not read it: a tensor is read only when used (`steps_done`)
                    ) -> dict:
     "A checkpoint written by `save_checkpoint`; an unreadable one names its path."
-    try: return torch.load(path, map_location=device, weights_only=False)
+    try: return torch.load(path, map_location=device, weights_only=False, mmap=mmap)
     except Exception as e: raise RuntimeError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to start the run over") from None
 
 # %% ../nbs/03_train.ipynb #76747d1b
@@ -573,27 +575,45 @@ def cpu_workers(threads: int = 1, # torch threads per process
     cores (41 against 51 training steps/s, 16 seeds of 400 steps)."""
     return max(1, _cpus() // threads)
 
+# %% ../nbs/03_train.ipynb #f4328c59
+def steps_done(work, # a seed's work (or output) folder
+               key: str, # the run key (`run_key(...)["key"]`)
+               seed: int, # the seed
+               iterations: int, # the run's steps
+              ) -> int:
+    """The steps of seed `seed` of run `key` done in `work`: `iterations` when it holds the finished metrics, else the
+    step its checkpoint resumes from; 0 without one, or with another run's or an unreadable one (`train_run` names it)."""
+    if finished_metrics(work, key) is not None: return iterations
+    if not (ckpt := Path(work) / CHECKPOINT).exists(): return 0
+    try: state = load_checkpoint(ckpt, "cpu", mmap=True)
+    except RuntimeError: return 0
+    return state["step"] if state.get("run_key") == key and state.get("seed") == seed else 0
+
 # %% ../nbs/03_train.ipynb #319ba3e4
 def run_jobs(jobs: list, # `(cfg, seed, out_dir, data_root, stats_root)` each
              workers: int, # processes at a time
              device: torch.device, # the jobs' device type: fork on CPU, spawn on CUDA
              desc: str = "", # the progress bar's label
              progress: bool = True, # draw the bar
+             done: list | None = None, # each job's steps done before it starts (`steps_done`; None: none)
+             finished: int = 0, # steps of finished seeds beside the jobs, on the bar as done (`pack`)
             ) -> list:
     """Run `_train_seed` jobs `(cfg, seed, out_dir, data_root, stats_root)` in `workers` processes, with one progress
-    bar over all their steps; results in the jobs' order. CPU workers are forked (they start with torch imported,
-    as DataLoader workers do); CUDA cannot be forked, so its workers are spawned."""
+    bar over all their steps (and `finished`) that starts from those `done`; results in the jobs' order. CPU workers are
+    forked (they start with torch imported, as DataLoader workers do); CUDA cannot be forked, so its workers are spawned."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, wait
     method = "fork" if device.type == "cpu" and "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
-    steps = ctx.Array("q", len(jobs), lock=False)
-    bar = progress_bar(total=sum(j[0]["iterations"] for j in jobs), disable=not progress, desc=desc)
+    done = done or [0] * len(jobs)
+    steps = ctx.Array("q", done, lock=False)        # each job's step: a resumed one reports its checkpoint's as it starts
+    bar = progress_bar(total=finished + sum(j[0]["iterations"] for j in jobs), initial=finished + sum(done),
+                       disable=not progress, desc=desc)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(steps, ctx.Lock(), os.getpid())) as pool:
         futures = [pool.submit(_train_seed, (*job, i)) for i, job in enumerate(jobs)]
-        while wait(futures, timeout=0.5).not_done: bar.update(sum(steps) - bar.n)
+        while wait(futures, timeout=0.5).not_done: bar.update(finished + sum(steps) - bar.n)
         results = [f.result()[1] for f in futures]
-    bar.update(sum(steps) - bar.n); bar.close()
+    bar.update(finished + sum(steps) - bar.n); bar.close()
     return results
 
 # %% ../nbs/03_train.ipynb #9a3b6fcb
@@ -645,7 +665,8 @@ def train_seeds(cfg: Mapping, # the run's settings (checked here once)
         results = {s: train_run(cfg, s, dirs[s], data_root, stats_root, progress=progress, data=data) for s in seeds}
     else:   # each worker process opens the dataset itself
         jobs = [(cfg.on(d), s, dirs[s], data_root, stats_root) for s, d in zip(seeds, device_slots(device, len(seeds)))]
-        results = dict(zip(seeds, run_jobs(jobs, workers, device, f"{cfg['loss']}/{cfg['model']} seeds {','.join(map(str, seeds))}", progress)))
+        done = [steps_done(dirs[s], data.key(cfg)["key"], s, cfg["iterations"]) for s in seeds]
+        results = dict(zip(seeds, run_jobs(jobs, workers, device, f"{cfg['loss']}/{cfg['model']} seeds {','.join(map(str, seeds))}", progress, done)))
     if work_root is not None:
         for s in seeds: publish(dirs[s], Path(out_dir) / f"seed{s}")
     return results
@@ -677,6 +698,25 @@ def _share_configs(params: dict, groups, shard) -> list:
     return [run for run, h in zip(runs, hashes) if h in mine]
 
 # %% ../nbs/03_train.ipynb #b60f6722
+def share_seeds(params: dict, # a resolved params file (`load_params`)
+                groups=None, # table groups (default: all)
+                work_root="runs/.work", # the work folders' root
+                data_root="data/prepared", # the folder of the prepared datasets
+                stats_root="data/stats", # the folder of their statistics
+                shard=(1, 1), # (k, n): the k-th of n shares
+               ) -> list:
+    """`(job, done)` for every seed of the runs in `run_share(params, groups, shard)`, a seed two runs share listed once:
+    `job` = (cfg, seed, work folder, data_root, stats_root), `done` its `steps_done` (the run's iterations: finished)."""
+    seeds, data, seen = [], {}, set()                  # data: each dataset opened once
+    for group, key, cfg in _share_configs(params, groups, shard):
+        if cfg["dataset"] not in data: data[cfg["dataset"]] = open_data(cfg["dataset"], data_root, stats_root)
+        rk = data[cfg["dataset"]].key(cfg)["key"]
+        for seed in params[group][key]["seeds"]:
+            work = seed_dir(work_root, rk, seed)
+            if work not in seen: seeds.append(((cfg, seed, work, data_root, stats_root), steps_done(work, rk, seed, cfg["iterations"])))
+            seen.add(work)
+    return seeds
+
 def pending_jobs(params: dict, # a resolved params file (`load_params`)
                  groups=None, # table groups (default: all)
                  work_root="runs/.work", # the work folders' root
@@ -684,17 +724,9 @@ def pending_jobs(params: dict, # a resolved params file (`load_params`)
                  stats_root="data/stats", # the folder of their statistics
                  shard=(1, 1), # (k, n): the k-th of n shares
                 ) -> list:
-    """The (cfg, seed, work folder, data_root, stats_root) of every seed of the runs in `run_share(params, groups, shard)`
-    without finished, current metrics in its work folder; a seed two runs share is listed once."""
-    jobs, data, seen = [], {}, set()                  # data: each dataset opened once
-    for group, key, cfg in _share_configs(params, groups, shard):
-        if cfg["dataset"] not in data: data[cfg["dataset"]] = open_data(cfg["dataset"], data_root, stats_root)
-        rk = data[cfg["dataset"]].key(cfg)["key"]
-        for seed in params[group][key]["seeds"]:
-            work = seed_dir(work_root, rk, seed)
-            if work not in seen and finished_metrics(work, rk) is None: jobs.append((cfg, seed, work, data_root, stats_root))
-            seen.add(work)
-    return jobs
+    """The (cfg, seed, work folder, data_root, stats_root) of every seed of `share_seeds` without finished, current
+    metrics in its work folder."""
+    return [job for job, done in share_seeds(params, groups, work_root, data_root, stats_root, shard) if done < job[0]["iterations"]]
 
 # %% ../nbs/03_train.ipynb #30f01ee2
 def default_per_device(device: torch.device, # the device
@@ -717,18 +749,23 @@ def pack(params_file="params.yaml", # the params file
          progress: bool = True, # draw one progress bar over all seeds
         ) -> dict:
     """Train the pending seeds of `groups` (share `shard`) into their work folders in one pool, `per_device` at a time
-    on each device; returns the aggregate throughput. The DVC stages then find them finished and copy them."""
-    jobs = pending_jobs(load_params(params_file), groups, work_root, data_root, stats_root, shard)
-    if not jobs: return {"jobs": 0}
+    on each device; returns the aggregate throughput of the steps trained. The DVC stages then find them finished
+    and copy them. The progress bar covers every seed of the share: finished seeds and checkpoints count as done."""
+    seeds = share_seeds(load_params(params_file), groups, work_root, data_root, stats_root, shard)
+    todo = [(job, done) for job, done in seeds if done < job[0]["iterations"]]
+    if not todo: return {"jobs": 0}
+    jobs, done = map(list, zip(*todo))
+    finished = sum(d for _, d in seeds) - sum(done)   # the finished seeds' steps
     device = pick_device(jobs[0][0]["device"])
     n_dev = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 1
     workers = (per_device or default_per_device(device, gpu_gb)) * n_dev
     if device.type == "cpu": workers = min(workers, cpu_workers(jobs[0][0]["threads"]))
     jobs = [(cfg.on(d), *rest) for (cfg, *rest), d in zip(jobs, device_slots(device, len(jobs)))]
     t0 = time.perf_counter()
-    results = run_jobs(jobs, min(workers, len(jobs)), device, f"pack: {len(jobs)} seeds, {workers} at a time", progress)
+    results = run_jobs(jobs, min(workers, len(jobs)), device, f"pack: {len(jobs)} of {len(seeds)} seeds, {workers} at a time",
+                       progress, done, finished)
     wall = time.perf_counter() - t0
-    steps = sum(m["steps"] for m in results)
+    steps = sum(m["steps"] for m in results) - sum(done)   # trained here, not restored from checkpoints
     return {"jobs": len(jobs), "workers": workers, "device": str(device), "wall_s": round(wall, 1), "steps": steps,
             "steps_per_s": round(steps / wall, 2), "steps_per_s_one_run": round(float(np.median([m["steps_per_sec"] for m in results])), 2)}
 

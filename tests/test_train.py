@@ -1,5 +1,5 @@
 "pat.train beyond the notebook's inline tests: seeds in parallel processes, metrics of a real run, reuse and its key, guards."
-import json, math, os, signal, subprocess, sys, textwrap, time
+import json, math, os, re, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -233,19 +233,27 @@ def test_a_second_trainer_of_a_seed_folder_fails_at_once_naming_the_first(data, 
     assert m["steps"] == CFG["iterations"] and not (out / ".lock").exists()
 
 
+def _entry(loss, seeds=(0, 1), **kw):
+    return {"dataset": "synthetic", "model": "segnet", "loss": loss, "seeds": list(seeds), **kw}
+
+
+def _pack_params(path, runs, iterations=2, **groups):
+    "A params file of CFG's settings trained `iterations` steps, every table group holding `runs` unless `groups` says otherwise."
+    from pat.pipeline import GROUPS, TRAIN_DEFAULTS
+    train = {**TRAIN_DEFAULTS, **{k: CFG[k] for k in ("batch_size", "checkpoint_every", "eval_batch_size", "n_predictions")}, "iterations": iterations}
+    path.write_text(yaml.safe_dump({"profile": "t", "datasets": ["synthetic"], "data": {"enabled": ["synthetic"]}, "train": train,
+                                    "models": {"segnet": CFG["model_options"]}, "losses": {"pat": CFG["loss_params"], "ce": {}},
+                                    **{g: runs for g in GROUPS}, **groups}, sort_keys=False))
+    return path
+
+
 def test_pack_trains_each_distinct_seed_once_in_disjoint_shares(data, tmp_path):
     """`pack` trains what the params list and is not finished, once per distinct run and seed; shares split the runs;
     `train_seeds` with a work root then only copies the finished seeds out, without their checkpoints."""
-    import yaml
-    from pat.pipeline import GROUPS, TRAIN_DEFAULTS, load_params
+    from pat.pipeline import load_params
     from pat.train import pack, pending_jobs, run_share, seed_dir, share
-    entry = lambda loss: {"dataset": "synthetic", "model": "segnet", "loss": loss, "seeds": [0, 1]}
-    runs = {"synthetic-segnet-pat": entry("pat"), "synthetic-segnet-ce": entry("ce")}
-    train = {**TRAIN_DEFAULTS, **{k: CFG[k] for k in ("batch_size", "checkpoint_every", "eval_batch_size", "n_predictions")}, "iterations": 2}
-    pf = tmp_path / "params.yaml"
-    pf.write_text(yaml.safe_dump({"profile": "t", "datasets": ["synthetic"], "data": {"enabled": ["synthetic"]}, "train": train,
-                                  "models": {"segnet": CFG["model_options"]}, "losses": {"pat": CFG["loss_params"], "ce": {}},
-                                  **{g: runs for g in GROUPS}, "t63": {"synthetic-segnet-pat-T9": {**entry("pat"), "loss_params": {"T": 9}}}}, sort_keys=False))
+    pf = _pack_params(tmp_path / "params.yaml", {"synthetic-segnet-pat": _entry("pat"), "synthetic-segnet-ce": _entry("ce")},
+                      t63={"synthetic-segnet-pat-T9": _entry("pat", loss_params={"T": 9})})
     params = load_params(pf)
     kw = dict(work_root=tmp_path / "work", data_root=data / "prepared", stats_root=data / "stats")
     jobs = pending_jobs(params, **kw)        # t61's runs are also t62's and the ablation's: each seed listed once
@@ -274,6 +282,37 @@ def test_pack_trains_each_distinct_seed_once_in_disjoint_shares(data, tmp_path):
     assert "metrics.json" in os.listdir(out / "seed1") and not list(out.rglob("checkpoint.pt"))
     assert pack(pf, progress=False, **kw)["jobs"] == 4                # the other share: PAT with T=5 and T=9
     assert pack(pf, progress=False, **kw) == {"jobs": 0}
+
+
+def test_a_resumed_pack_shows_its_overall_progress(data, tmp_path, monkeypatch, capfd):
+    """`pack` run again after an interruption: its one bar covers every seed of the params, a finished seed's steps
+    and a checkpoint's counted done from the start as tqdm's `initial` (its rate counts only the steps trained now)."""
+    from pat.pipeline import load_params
+    from pat.train import pack, seed_dir
+    pf = _pack_params(tmp_path / "params.yaml", {"synthetic-segnet-ce": _entry("ce", seeds=(0, 1, 2))}, iterations=4)
+    cfg, work = run_config(load_params(pf)["t61"]["synthetic-segnet-ce"]), tmp_path / "work"
+    key = T.open_data("synthetic", data / "prepared", data / "stats").key(cfg)["key"]
+    train_run(cfg, 0, seed_dir(work, key, 0), data / "prepared", data / "stats", progress=False)                # finished: 4 steps
+    train_run(cfg, 1, seed_dir(work, key, 1), data / "prepared", data / "stats", progress=False, stop_after=3)  # resumes at step 2
+    bars, real = [], T.progress_bar
+    monkeypatch.setattr(T, "progress_bar", lambda **kw: bars.append(real(**kw)) or bars[-1])
+    capfd.readouterr()
+    res = pack(pf, work_root=work, data_root=data / "prepared", stats_root=data / "stats")
+    (bar,) = bars
+    assert (bar.total, bar.initial, bar.n) == (12, 6, 12)            # 3 seeds of 4 steps; 4 finished and 2 checkpointed
+    counts = [int(n) for n in re.findall(r"(\d+)/12 \[", capfd.readouterr().err)]
+    assert counts[0] == 6 and counts[-1] == 12 and counts == sorted(counts), counts
+    assert "pack: 2 of 3 seeds" in bar.desc
+    assert (res["jobs"], res["steps"]) == (2, 6)                     # seed 1's last 2 steps and seed 2's 4: trained now
+
+
+def test_a_resumed_stage_bar_starts_at_its_checkpoints(data, tmp_path, monkeypatch):
+    "`train_seeds`' one bar over its seeds (a DVC stage run again) starts at the steps their checkpoints hold."
+    train_run(CFG, 0, tmp_path / "seed0", data / "prepared", data / "stats", progress=False, stop_after=3)   # resumes at step 2
+    bars, real = [], T.progress_bar
+    monkeypatch.setattr(T, "progress_bar", lambda **kw: bars.append(real(**kw)) or bars[-1])
+    train_seeds(CFG, [0, 1], tmp_path, data / "prepared", data / "stats", workers=2)
+    assert [(b.total, b.initial, b.n) for b in bars] == [(8, 2, 8)]
 
 
 def _batches_agree(data, device):
