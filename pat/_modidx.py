@@ -384,6 +384,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                            'pat.train._init_worker': ('train.html#_init_worker', 'pat/train.py'),
                            'pat.train._shard': ('train.html#_shard', 'pat/train.py'),
                            'pat.train._share_configs': ('train.html#_share_configs', 'pat/train.py'),
+                           'pat.train._stop': ('train.html#_stop', 'pat/train.py'),
                            'pat.train._train': ('train.html#_train', 'pat/train.py'),
                            'pat.train._train_seed': ('train.html#_train_seed', 'pat/train.py'),
                            'pat.train._write_outputs': ('train.html#_write_outputs', 'pat/train.py'),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train.ipynb #40307c70
 from __future__ import annotations
-import hashlib, json, math, os, random, re, resource, shutil, sys, time
+import hashlib, json, math, os, random, re, resource, shutil, signal, sys, time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -558,6 +558,7 @@ _STEPS = None   # in a worker: the shared array of steps done per job, read by t
 
 def _init_worker(steps, live_end_lock, parent):
     global _STEPS, _LIVE_END_LOCK
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle (`run_jobs`)
     die_with_parent(parent)
     _STEPS, _LIVE_END_LOCK = steps, live_end_lock
 
@@ -590,6 +591,13 @@ def steps_done(work, # a seed's work (or output) folder
     return state["step"] if state.get("run_key") == key and state.get("seed") == seed else 0
 
 # %% ../nbs/03_train.ipynb #319ba3e4
+def _stop(pool):
+    "Stop `pool` now: its queued jobs cancelled, its workers terminated (Python 3.14's `terminate_workers` does this)."
+    workers = list(pool._processes.values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in workers: p.terminate()
+    for p in workers: p.join()
+
 def run_jobs(jobs: list, # `(cfg, seed, out_dir, data_root, stats_root)` each
              workers: int, # processes at a time
              device: torch.device, # the jobs' device type: fork on CPU, spawn on CUDA
@@ -600,7 +608,8 @@ def run_jobs(jobs: list, # `(cfg, seed, out_dir, data_root, stats_root)` each
             ) -> list:
     """Run `_train_seed` jobs `(cfg, seed, out_dir, data_root, stats_root)` in `workers` processes, with one progress
     bar over all their steps (and `finished`) that starts from those `done`; results in the jobs' order. CPU workers are
-    forked (they start with torch imported, as DataLoader workers do); CUDA cannot be forked, so its workers are spawned."""
+    forked (they start with torch imported, as DataLoader workers do); CUDA cannot be forked, so its workers are spawned.
+    On Ctrl-C (KeyboardInterrupt) the workers, which ignore it, are stopped at once, and the interrupt goes on."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, wait
     method = "fork" if device.type == "cpu" and "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -609,12 +618,14 @@ def run_jobs(jobs: list, # `(cfg, seed, out_dir, data_root, stats_root)` each
     steps = ctx.Array("q", done, lock=False)        # each job's step: a resumed one reports its checkpoint's as it starts
     bar = progress_bar(total=finished + sum(j[0]["iterations"] for j in jobs), initial=finished + sum(done),
                        disable=not progress, desc=desc)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(steps, ctx.Lock(), os.getpid())) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(steps, ctx.Lock(), os.getpid()))
+    try:
         futures = [pool.submit(_train_seed, (*job, i)) for i, job in enumerate(jobs)]
         while wait(futures, timeout=0.5).not_done: bar.update(finished + sum(steps) - bar.n)
-        results = [f.result()[1] for f in futures]
-    bar.update(finished + sum(steps) - bar.n); bar.close()
-    return results
+        bar.update(finished + sum(steps) - bar.n)
+    except KeyboardInterrupt: _stop(pool); raise
+    finally: bar.close(); pool.shutdown()
+    return [f.result()[1] for f in futures]
 
 # %% ../nbs/03_train.ipynb #9a3b6fcb
 def device_slots(device: torch.device, # the run's device ('cuda' spreads over the visible GPUs)
@@ -819,6 +830,9 @@ def main(argv=None):
             if not jobs: print("no pending seeds", file=sys.stderr)
         else: print(json.dumps(pack(a.params, a.groups, a.per_device, a.gpu_gb, shard)))
     except (ParamsError, ValueError, FileNotFoundError) as e: raise SystemExit(f"error: {e}")
+    except KeyboardInterrupt:                             # pack's workers are stopped (`run_jobs`)
+        kept = "; the seeds' checkpoints are kept, and the same command resumes" if a.cmd == "pack" and not a.list else ""
+        print(f"interrupted{kept}", file=sys.stderr); sys.exit(130)
 
 # %% ../nbs/03_train.ipynb #ddcd2a23
 #| eval: false

@@ -11,18 +11,15 @@ from pat.losses import LOSSES
 from pat.synthetic import prepare_synthetic
 import pat.train as T
 from pat.train import train_seeds, train_run, _train_seed, run_config
+from tiny import TINY, ctrl_c, entry, params_file, prepare_tiny, run
 
-TINY = dict(seed=0, size=[32, 32], splits={"train": 16, "val": 4, "test": 8})
 CFG = dict(dataset="synthetic", model="segnet", model_options={"width": 0.0625}, loss="pat", loss_params={"T": 5},
            iterations=4, batch_size=4, checkpoint_every=2, eval_batch_size=8, n_predictions=2)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    prepare_synthetic(TINY, root / "prepared" / "synthetic")
-    write_stats(root / "prepared" / "synthetic", root / "stats", root / "figures")
-    return root
+    return prepare_tiny(tmp_path_factory.mktemp("data"))
 
 
 def test_parallel_seeds_equal_one_process_per_seed(data, tmp_path):
@@ -233,27 +230,13 @@ def test_a_second_trainer_of_a_seed_folder_fails_at_once_naming_the_first(data, 
     assert m["steps"] == CFG["iterations"] and not (out / ".lock").exists()
 
 
-def _entry(loss, seeds=(0, 1), **kw):
-    return {"dataset": "synthetic", "model": "segnet", "loss": loss, "seeds": list(seeds), **kw}
-
-
-def _pack_params(path, runs, iterations=2, **groups):
-    "A params file of CFG's settings trained `iterations` steps, every table group holding `runs` unless `groups` says otherwise."
-    from pat.pipeline import GROUPS, TRAIN_DEFAULTS
-    train = {**TRAIN_DEFAULTS, **{k: CFG[k] for k in ("batch_size", "checkpoint_every", "eval_batch_size", "n_predictions")}, "iterations": iterations}
-    path.write_text(yaml.safe_dump({"profile": "t", "datasets": ["synthetic"], "data": {"enabled": ["synthetic"]}, "train": train,
-                                    "models": {"segnet": CFG["model_options"]}, "losses": {"pat": CFG["loss_params"], "ce": {}},
-                                    **{g: runs for g in GROUPS}, **groups}, sort_keys=False))
-    return path
-
-
 def test_pack_trains_each_distinct_seed_once_in_disjoint_shares(data, tmp_path):
     """`pack` trains what the params list and is not finished, once per distinct run and seed; shares split the runs;
     `train_seeds` with a work root then only copies the finished seeds out, without their checkpoints."""
     from pat.pipeline import load_params
     from pat.train import pack, pending_jobs, run_share, seed_dir, share
-    pf = _pack_params(tmp_path / "params.yaml", {"synthetic-segnet-pat": _entry("pat"), "synthetic-segnet-ce": _entry("ce")},
-                      t63={"synthetic-segnet-pat-T9": _entry("pat", loss_params={"T": 9})})
+    pf = params_file(tmp_path / "params.yaml", {"synthetic-segnet-pat": entry("pat"), "synthetic-segnet-ce": entry("ce")},
+                     t63={"synthetic-segnet-pat-T9": entry("pat", loss_params={"T": 9})})
     params = load_params(pf)
     kw = dict(work_root=tmp_path / "work", data_root=data / "prepared", stats_root=data / "stats")
     jobs = pending_jobs(params, **kw)        # t61's runs are also t62's and the ablation's: each seed listed once
@@ -289,7 +272,7 @@ def test_a_resumed_pack_shows_its_overall_progress(data, tmp_path, monkeypatch, 
     and a checkpoint's counted done from the start as tqdm's `initial` (its rate counts only the steps trained now)."""
     from pat.pipeline import load_params
     from pat.train import pack, seed_dir
-    pf = _pack_params(tmp_path / "params.yaml", {"synthetic-segnet-ce": _entry("ce", seeds=(0, 1, 2))}, iterations=4)
+    pf = params_file(tmp_path / "params.yaml", {"synthetic-segnet-ce": entry("ce", seeds=(0, 1, 2))}, iterations=4)
     cfg, work = run_config(load_params(pf)["t61"]["synthetic-segnet-ce"]), tmp_path / "work"
     key = T.open_data("synthetic", data / "prepared", data / "stats").key(cfg)["key"]
     train_run(cfg, 0, seed_dir(work, key, 0), data / "prepared", data / "stats", progress=False)                # finished: 4 steps
@@ -313,6 +296,26 @@ def test_a_resumed_stage_bar_starts_at_its_checkpoints(data, tmp_path, monkeypat
     monkeypatch.setattr(T, "progress_bar", lambda **kw: bars.append(real(**kw)) or bars[-1])
     train_seeds(CFG, [0, 1], tmp_path, data / "prepared", data / "stats", workers=2)
     assert [(b.total, b.initial, b.n) for b in bars] == [(8, 2, 8)]
+
+
+def test_ctrl_c_stops_pack_with_one_line_and_the_same_command_resumes(data, tmp_path):
+    """Ctrl-C in a terminal reaches `pack` and its workers: it stops at once with one line and status 130, no
+    traceback and no worker training on; the seeds keep their checkpoints, and `pack` run again resumes from them."""
+    (tmp_path / "data").mkdir()
+    for d in ("prepared", "stats"): (tmp_path / "data" / d).symlink_to(data / d)
+    steps = 60
+    pf = params_file(tmp_path / "params.yaml", {"synthetic-segnet-ce": entry("ce")}, iterations=steps)
+    cmd = [sys.executable, "-m", "pat.train", "pack", "--params", str(pf), "--groups", "t61"]
+    ckpts = lambda: list((tmp_path / "runs" / ".work").glob("*/seed*/checkpoint.pt"))     # <run key>/seed<k>/
+    done = lambda: sum(T.steps_done(c.parent, c.parent.parent.name, int(c.parent.name[4:]), steps) for c in ckpts())
+    code, err = ctrl_c(cmd, lambda: len(ckpts()) == 2, tmp_path)
+    assert (code, err.splitlines()[-1]) == (130, "interrupted; the seeds' checkpoints are kept, and the same command resumes"), err
+    assert "Traceback" not in err, err
+    before = done(); time.sleep(1)                                   # a worker left training would checkpoint again
+    assert 0 < before == done() < 2 * steps
+    again = run(cmd, tmp_path)
+    assert again.returncode == 0 and json.loads(again.stdout)["steps"] == 2 * steps - before, again.stderr   # resumed
+    assert re.search(rf"(\d+)/{2 * steps} \[", again.stderr)[1] == str(before)                # the bar starts there
 
 
 def _batches_agree(data, device):
