@@ -288,6 +288,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                            'pat.repro.repro': ('repro.html#repro', 'pat/repro.py'),
                            'pat.repro.skip_targets': ('repro.html#skip_targets', 'pat/repro.py')},
             'pat.runner': { 'pat.runner.NotebookFailed': ('runner.html#notebookfailed', 'pat/runner.py'),
+                            'pat.runner._ctrl_c_sets': ('runner.html#_ctrl_c_sets', 'pat/runner.py'),
                             'pat.runner.check_params_file': ('runner.html#check_params_file', 'pat/runner.py'),
                             'pat.runner.drop_noise': ('runner.html#drop_noise', 'pat/runner.py'),
                             'pat.runner.kernel_config': ('runner.html#kernel_config', 'pat/runner.py'),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_runner.ipynb #b18ab551
 from __future__ import annotations
-import os, sys, tempfile, threading
+import os, signal, sys, tempfile, threading
 from contextlib import contextmanager
 from unittest.mock import patch
 from pathlib import Path
@@ -41,20 +41,38 @@ def drop_noise(chunk: bytes, # output bytes from the kernel
     return b"".join(line for line in chunk.splitlines(keepends=True) if not any(n in line for n in noise))
 
 @contextmanager
+def _ctrl_c_sets(event):
+    """In the block, Ctrl-C sets `event` and raises KeyboardInterrupt, once: a second one, while papermill shuts the
+    kernel down, is ignored. Only in the main thread, and not where Ctrl-C is ignored (a background job)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        yield; return
+    def interrupted(signum, frame):
+        event.set(); signal.signal(signal.SIGINT, signal.SIG_IGN); raise KeyboardInterrupt
+    old = signal.signal(signal.SIGINT, interrupted)
+    try: yield
+    finally: signal.signal(signal.SIGINT, old)
+
+@contextmanager
 def quiet_kernel_warning(noise=KERNEL_NOISE):
     """The kernel inherits this process's stderr: pass everything through as it comes (a training run's progress bar
     draws there, see `pat.train.progress_bar`) but ipykernel's log lines `noise`, the warning about TCP transport
     (printed by every kernel start over TCP, see `kernel_config`; it filled every stage's log) and the interrupt papermill
-    sends a failed kernel before shutting it down."""
+    sends a failed kernel before shutting it down; after Ctrl-C, nothing (papermill then shuts down a kernel whose cell
+    still runs, and ipykernel logs the reply it can no longer send as a traceback). An open line (a bar's) is ended."""
     read, write = os.pipe()
     saved = os.dup(2); os.dup2(write, 2); os.close(write)
+    hush, last = threading.Event(), [b"\n"]                      # last: the last byte passed on
     def pump():
-        while chunk := os.read(read, 65536): os.write(saved, drop_noise(chunk, noise))
+        while chunk := os.read(read, 65536):
+            if not hush.is_set() and (out := drop_noise(chunk, noise)): os.write(saved, out); last[0] = out[-1:]
         os.close(read)
     t = threading.Thread(target=pump, daemon=True); t.start()
-    try: yield
+    try:
+        with _ctrl_c_sets(hush): yield
     finally:
-        sys.stderr.flush(); os.dup2(saved, 2); t.join(timeout=5); os.close(saved)
+        sys.stderr.flush(); os.dup2(saved, 2); t.join(timeout=5)
+        if last[0] != b"\n": os.write(saved, b"\n")
+        os.close(saved)
 
 class NotebookFailed(RuntimeError):
     "An executed notebook raised: the message is the one-line cause; the traceback is in the kept `.failed.ipynb`."
@@ -106,8 +124,8 @@ def check_params_file(path, # the params file
 # %% ../nbs/10_runner.ipynb #5ed0e453
 def main(argv=None):
     """CLI: `python -m pat.runner NOTEBOOK OUTPUT [-p NAME VALUE ...]` (values parsed as YAML). A `params_file`
-    parameter is checked before the notebook starts; any failure prints one line and exits with status 1.
-    The runner dies with its parent (`dvc repro`), and its kernel with it."""
+    parameter is checked before the notebook starts; any failure prints one line and exits with status 1, Ctrl-C
+    one line and status 130. The runner dies with its parent (`dvc repro`), and its kernel with it."""
     die_with_parent(os.getppid())
     import argparse
     ap = argparse.ArgumentParser(prog="python -m pat.runner", description="Execute a notebook with papermill parameters (as the DVC stages do).")
@@ -123,6 +141,9 @@ def main(argv=None):
         run_notebook(a.notebook, a.output, params, progress=a.progress)
     except (ValueError, NotebookFailed, FileNotFoundError, ImportError) as e:      # ParamsError is a ValueError
         raise SystemExit(f"error{where}: {e}")
+    except KeyboardInterrupt:                 # the kernel is shut down and no executed copy written (`run_notebook`)
+        kept = "; its seeds' checkpoints are kept, and the same command resumes" if params.get("key") else ""
+        print(f"interrupted{where}{kept}", file=sys.stderr); sys.exit(130)
 
 # %% ../nbs/10_runner.ipynb #dac9c24a
 #| eval: false
