@@ -230,7 +230,7 @@ def cli_parser():
     c = cmd('prepare', 'write the prepared format of a dataset (per-split .npy arrays and meta.json)')
     c.add_argument('--params', **params)
     c.add_argument('--out', default='data/prepared', help='prepared root: the dataset goes to OUT/<name> (default %(default)s)')
-    c = cmd('source', 'write the manifest of the raw files prepare reads (relative path, size, sha256)')
+    c = cmd('source', 'write the manifest of what prepare reads: the raw files (relative path, size, sha256) and the library versions')
     c.add_argument('--params', **params)
     c.add_argument('--out', default=None, help='manifest file (default data/sources/<name>.json)')
     c = cmd('stats', 'write the training-set statistics (stats.json) and the two data figures')
@@ -246,8 +246,9 @@ def main(argv=None):
         if a.command == 'prepare': print(f"prepared {a.name} in {prepare(a.name, a.params, a.out)}")
         elif a.command == 'source':
             out = write_source_manifest(a.name, a.params, a.out, progress=True)
-            n = len(json.loads(out.read_text()).get('files', {}))
-            print(f"source manifest of {a.name} ({n} files) in {out}")
+            m = json.loads(out.read_text())
+            what = f"{len(m['files'])} files" if 'files' in m else 'generated' if m.get('generated') else 'to download'
+            print(f"source manifest of {a.name} ({what}) in {out}")
         else:
             st = write_stats(Path(a.prepared) / a.name, a.stats, a.figures)
             print(json.dumps({k: st[k] for k in ('name', 'counts', 'groups', 'head_tail_ratio')}))

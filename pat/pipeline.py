@@ -17,10 +17,10 @@ from .schema import (ParamsError, anything, boolean, choice, either, fail, got, 
 
 # %% auto #0
 __all__ = ['ALL_LOSSES', 'T62_MODELS', 'T63_MODELS', 'T63_TEMPERATURES', 'ABLATION', 'GROUPS', 'THESIS_GRID', 'TRAIN_DEFAULTS',
-           'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'SECTIONS', 'RUN_REQUIRED', 'RUN_SPEC', 'GENERATED', 'PROFILES_DIR',
+           'TRAIN_SPEC', 'GRID_SPEC', 'BENCH_SPEC', 'SECTIONS', 'RUN_REQUIRED', 'RUN_SPEC', 'PROFILES_DIR',
            'PARAMS_HEADER', 'model_options', 'loss_params', 'profile_spec', 'enabled_dataset', 'run_spec', 'check_run',
-           'resolve_run', 'check_params', 'resolve_params', 'load_params', 'source_stages', 'run_entry', 'extend_seeds',
-           'row_of', 'expand_profile', 'deep_merge', 'merged_name', 'profile_names', 'load_profile', 'use_profile',
+           'resolve_run', 'check_params', 'resolve_params', 'load_params', 'run_entry', 'extend_seeds', 'row_of',
+           'expand_profile', 'deep_merge', 'merged_name', 'profile_names', 'load_profile', 'use_profile',
            'run_settings', 'main']
 
 # %% ../nbs/07_pipeline.ipynb #24b95b23
@@ -158,8 +158,7 @@ def check_params(params: dict, # the params file's content
     try:
         if not isinstance(params, dict): fail("", f"expected a mapping of settings, {got(params)}")
         enabled = (params.get("data") or {}).get("enabled") or []
-        data = {"enabled": _names(*DEFAULTS), "scanned": list_of(choice(*DEFAULTS), unique=True),
-                "sources": keys({d: string for d in DEFAULTS}), **{d: dataset_settings(d) for d in DEFAULTS}}
+        data = {"enabled": _names(*DEFAULTS), **{d: dataset_settings(d) for d in DEFAULTS}}
         def group(v, path):
             if not isinstance(v, dict) or not v: fail(path, f"expected at least one run, {got(v)}")
             entry = keys(run_spec(enabled), required=(*RUN_REQUIRED, "seeds"))
@@ -195,14 +194,6 @@ def load_params(path="params.yaml", # the params file
     return resolve_params(params)
 
 # %% ../nbs/07_pipeline.ipynb #f1d86c05
-GENERATED = ("synthetic",)   # datasets pat.synthetic generates: no raw files to watch
-
-def source_stages(datasets) -> dict:
-    """What the `source` and `prepare` stages iterate over: `scanned`, the datasets whose raw files are rescanned
-    at every repro, and `sources`, each dataset's source dependency (its manifest, or the generator's code)."""
-    return {"scanned": [d for d in datasets if d not in GENERATED],
-            "sources": {d: "pat/synthetic.py" if d in GENERATED else f"data/sources/{d}.json" for d in datasets}}
-
 def run_entry(dataset: str, # the dataset's name
               model: str, # the model's name
               loss: str, # the loss's name
@@ -260,8 +251,7 @@ def expand_profile(profile: dict, # a checked profile (`load_profile`)
     sections = {"train": {**TRAIN_DEFAULTS, **p["train"]},
                 "models": {m: p["models"].get(m, {}) for m in dict.fromkeys(r["model"] for r in runs)},
                 "losses": {l: p["losses"].get(l, {}) for l in dict.fromkeys(r["loss"] for r in runs)}}
-    data = {**p["data"], **source_stages(p["datasets"])}
-    return check_params({**header, "data": data, "bench": p.get("bench", {}), **sections, **groups}, where)
+    return check_params({**header, "data": p["data"], "bench": p.get("bench", {}), **sections, **groups}, where)
 
 # %% ../nbs/07_pipeline.ipynb #1c356583
 PROFILES_DIR = Path("profiles")

@@ -16,10 +16,11 @@ from .files import apply_umask, atomic_write, package_version, source_hash
 from .schema import ParamsError, boolean, fail, got, integer, keys, list_of, number, optional, read_yaml, string
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'ENV_DIRS', 'FRACTION', 'NARROW_SETTINGS', 'LABEL_MODES', 'RESUME_CODE', 'CHECKPOINT_SECONDS', 'META_KEYS',
-           'DataError', 'MissingDataError', 'dataset_settings', 'check_dataset_params', 'dataset_params', 'sha256_file',
-           'read_image', 'resize_pair', 'map_labels', 'make_lut', 'resume_key', 'write_prepared', 'load_meta',
-           'verify_prepared', 'download', 'extract']
+__all__ = ['DEFAULTS', 'ENV_DIRS', 'FRACTION', 'NARROW_SETTINGS', 'LABEL_MODES', 'RESUME_CODE', 'PREPARE_LIBRARIES',
+           'CHECKPOINT_SECONDS', 'META_KEYS', 'DataError', 'MissingDataError', 'dataset_settings',
+           'check_dataset_params', 'dataset_params', 'sha256_file', 'read_image', 'resize_pair', 'map_labels',
+           'make_lut', 'library_versions', 'resume_key', 'write_prepared', 'load_meta', 'verify_prepared', 'download',
+           'extract']
 
 # %% ../nbs/02a_prepared.ipynb #52a3f164
 class DataError(Exception):
@@ -220,6 +221,7 @@ def _check_pair(img, mask, where):
                         f"mask {mask.shape[1]}x{mask.shape[0]} (width x height)")
 
 RESUME_CODE = ('prepared.py', 'sources.py', 'synthetic.py')   # the code that reads, maps and resizes items
+PREPARE_LIBRARIES = ('numpy', 'pillow', 'torch')                 # the libraries that decode, generate and resize items
 CHECKPOINT_SECONDS = 5                                           # how often a preparation records the rows it has written
 
 def _stamp(item):
@@ -229,10 +231,14 @@ def _stamp(item):
     if isinstance(item, (list, tuple)): return [_stamp(v) for v in item]
     return repr(item)
 
+def library_versions() -> dict:
+    "The installed versions of `PREPARE_LIBRARIES`: another version may write other arrays from the same sources."
+    return {p: package_version(p) for p in PREPARE_LIBRARIES}
+
 def resume_key(meta: dict, splits: dict, size) -> str:
-    "What an interrupted preparation must match to be resumed: the meta, size and items (`_stamp`), the code and numpy/Pillow."
+    "What an interrupted preparation must match to be resumed: the meta, size and items (`_stamp`), the code and libraries."
     what = {'meta': meta, 'size': size, 'items': {s: [_stamp(i) for i in items] for s, items in splits.items()},
-            'code': source_hash(RESUME_CODE), 'libraries': [package_version(p) for p in ('numpy', 'pillow')]}
+            'code': source_hash(RESUME_CODE), 'libraries': library_versions()}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 def _record(tmp: Path, state: dict, arrays):

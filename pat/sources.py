@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from .files import atomic_write
 from .prepared import (ENV_DIRS, DataError, MissingDataError, _existing, _files, _load_npy, _read_json, dataset_params,
-                          download, extract, make_lut, map_labels, read_image, sha256_file, write_prepared)
+                          download, extract, library_versions, make_lut, map_labels, read_image, sha256_file,
+                          write_prepared)
 
 # %% auto #0
 __all__ = ['DOWNLOAD_MARKER', 'CAMVID_CLASSES', 'CAMVID_COLORS', 'CAMVID_LUT', 'PET_CLASSES', 'PET_COLORS', 'PET_LUT', 'PET_MD5',
@@ -334,16 +335,20 @@ def source_manifest(name: str, # the dataset's name
                     progress: bool = False, # draw a progress bar
                     stat_file=None, # the last scan's sizes, mtimes and hashes, reused and rewritten (None: hash every file)
                    ) -> dict:
-    """The raw files `prepare` reads for dataset `name`: for every image and mask of every split, `{path relative to
-    the resolved source folder: {size, sha256}}` (not the folder: the same files elsewhere give the same manifest).
-    Synthetic: `generated`; absent but to be downloaded: the URL. With `stat_file`, a file whose size, mtime, ctime
-    and inode are those recorded there by the last scan keeps its recorded sha256 without being read, and `stat_file`
-    is rewritten with this scan's records."""
+    """What `prepare` reads for dataset `name`, and what with: `libraries` (`library_versions`), and `files`, for every
+    image and mask of every split `{path relative to the resolved source folder: {size, sha256}}` (not the folder: the
+    same files elsewhere give the same manifest). Synthetic: `generated`; absent but to be downloaded: the URL. With
+    `stat_file`, a file whose size, mtime, ctime and inode are those recorded there by the last scan keeps its recorded
+    sha256 without being read, and `stat_file` is rewritten with this scan's records."""
     p = dataset_params(name, params)
-    if name == 'synthetic': return {'dataset': 'synthetic', 'generated': True}
+    return {'dataset': name, 'libraries': library_versions(), **_raw_files(name, p, progress, stat_file)}
+
+def _raw_files(name: str, p: dict, progress: bool, stat_file) -> dict:
+    "`source_manifest`'s record of the raw sources: `generated`, the download, or the files' sizes and hashes."
+    if name == 'synthetic': return {'generated': True}
     locate, files = SOURCES[name]
     root = locate(p, fetch=False)
-    if root is None: return {'dataset': name, **_download_record(name, p)}
+    if root is None: return _download_record(name, p)
     paths = sorted({f for pairs in files(root, p).values() for pair in pairs for f in pair})
     known = _known_hashes(stat_file, str(root)) if stat_file else {}
     out, stats = {}, {}
@@ -356,7 +361,7 @@ def source_manifest(name: str, # the dataset's name
         stats[rel] = {**now, 'sha256': out[rel]['sha256']}
     if stat_file:
         with atomic_write(stat_file) as fh: json.dump({'folder': str(root), 'files': stats}, fh, sort_keys=True)
-    return {'dataset': name, 'files': out}
+    return {'files': out}
 
 def write_source_manifest(name: str, # the dataset's name
                           params: dict | str | Path | None = None, # its settings: a dict, a params file, or None (the defaults)

