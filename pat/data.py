@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import PipelineNotInstalled, atomic_write
+from .files import PipelineNotInstalled, atomic_write, exit_interrupted
 from .prepared import DataError, _load_npy, _read_json, dataset_params, load_meta, resize_pair
 from .synthetic import prepare_synthetic
 from .sources import prepare_camvid, prepare_cityscapes, prepare_nyuv2, prepare_oxford_pet, write_source_manifest
@@ -255,8 +255,7 @@ def main(argv=None):
     except (DataError, ValueError, FileNotFoundError, PipelineNotInstalled) as e:   # ValueError: a ParamsError too
         print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt:
-        kept = "; the rows written are kept, and the same command resumes" if a.command == 'prepare' else ""
-        print(f"interrupted{kept}", file=sys.stderr); sys.exit(130)
+        exit_interrupted("the rows written are kept" if a.command == 'prepare' else "")
 
 
 # %% ../nbs/02_data.ipynb #b6959eab

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_files.ipynb #e6db5366
 from __future__ import annotations
-import ctypes, fcntl, hashlib, importlib.metadata, os, signal, tempfile
+import ctypes, fcntl, hashlib, importlib.metadata, os, signal, sys, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 import pat
@@ -12,7 +12,7 @@ import pat
 # %% auto #0
 __all__ = ['CHECK_CODE', 'INSTALL_PIPELINE', 'LOCK_FILE', 'umask', 'apply_umask', 'temp_pattern', 'atomic_write', 'source_hash',
            'package_version', 'params_stamp', 'PipelineNotInstalled', 'project_root', 'FolderBusy', 'hold_folder',
-           'die_with_parent']
+           'exit_interrupted', 'die_with_parent']
 
 # %% ../nbs/08_files.ipynb #197f2759
 def umask() -> int:
@@ -133,6 +133,15 @@ def hold_folder(folder, # the folder (created if missing)
         yield path
     finally:
         path.unlink(missing_ok=True); f.close()  # removed while still locked
+
+# %% ../nbs/08_files.ipynb #b8d4f0e2
+def exit_interrupted(kept: str = "", # what was kept, e.g. "the rows written are kept" ("": nothing to resume)
+                     where: str = "", # which work, e.g. " (run t61.synthetic-segnet-ce)"
+                    ):
+    "After Ctrl-C: one line on stderr saying what was kept and that the same command resumes, then exit 130."
+    resumes = f"; {kept}, and the same command resumes" if kept else ""
+    print(f"interrupted{where}{resumes}", file=sys.stderr)
+    raise SystemExit(130)
 
 # %% ../nbs/08_files.ipynb #64b72b0e
 def die_with_parent(parent: int, # the parent's pid, as the process saw it at its start

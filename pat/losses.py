@@ -12,11 +12,11 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'REDUCTIONS', 'BETA', 'PAT_CURVES', 'PAT_NORMALIZE', 'BETA_MAX_EXPONENT',
            'TABLE5_1_P', 'LOSSES', 'COUNT_LOSSES', 'set_debug', 'under_torch_func', 'checks_values', 'check_inputs',
-           'check_number', 'check_choice', 'one_per_class', 'as_counts', 'class_weights_param', 'param_docs', 'SegLoss',
-           'bin_counts', 'CountLoss', 'CELoss', 'focal_term', 'FocalLoss', 'class_balanced_weights', 'CBLoss',
-           'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight', 'image_rows', 'mask_sizes',
-           'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference', 'PATLoss', 'focal_value', 'pat_value',
-           'table5_1', 'plot_weight_curves', 'get_loss', 'MMSegLoss']
+           'param_error', 'check_number', 'check_choice', 'one_per_class', 'as_counts', 'class_weights_param',
+           'param_docs', 'SegLoss', 'bin_counts', 'CountLoss', 'CELoss', 'focal_term', 'FocalLoss',
+           'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight',
+           'image_rows', 'mask_sizes', 'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference', 'PATLoss',
+           'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss', 'MMSegLoss']
 
 # %% ../nbs/00_losses.ipynb #240515cc
 _DEBUG = {"checks": os.environ.get("PAT_DEBUG_CHECKS", "0") == "1"}
@@ -62,11 +62,17 @@ def check_inputs(logits: torch.Tensor, # float scores [B,C,H,W]
 # %% ../nbs/00_losses.ipynb #5e1b0c14
 POSITIVE, NON_NEGATIVE, FINITE = "a finite number > 0", "a finite number >= 0", "a finite number"
 
-def _bad_param(error: type, loss: str, name: str, expected: str, value) -> Exception:
-    "An `error` (TypeError or ValueError) saying what `loss`'s parameter `name` must be; its `param` is `name`."
-    e = error(f"{loss} parameter `{name}` must be {expected}, got {value!r} ({type(value).__name__})")
-    e.param = name   # read by the pipeline's schema, which names the parameter's key in params.yaml
+def param_error(error: type, # the exception's type, e.g. ValueError
+                message: str, # what is wrong
+                param: str, # the parameter at fault
+               ) -> Exception:
+    "An `error(message)` whose `param` is `param`: the pipeline's schema reads it to name the parameter's key in params.yaml."
+    e = error(message); e.param = param
     return e
+
+def _bad_param(error: type, loss: str, name: str, expected: str, value) -> Exception:
+    "An `error` (TypeError or ValueError) saying what `loss`'s parameter `name` must be (`param_error`)."
+    return param_error(error, f"{loss} parameter `{name}` must be {expected}, got {value!r} ({type(value).__name__})", name)
 
 def check_number(loss: str, # the loss's name, for the error message
                  name: str, # the parameter's name, for the error message

@@ -13,7 +13,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .losses import param_docs   # help(build_model) lists its parameters
+from .losses import param_docs, param_error   # param_docs: help(build_model) lists its parameters
 
 # %% ../nbs/01_models.ipynb #b6daeaf5
 def _check_int(name, v, lo):
@@ -160,8 +160,7 @@ def check_encoder(encoder, # smp's encoder name, or 'tu-<timm model>'
     'tu-<name>' encoder is timm's: timm must know the name (a Hugging Face hub name is left to timm's download).
     The error's `param` is the parameter at fault (read by the pipeline's schema, as for the losses)."""
     import segmentation_models_pytorch.encoders as smp_encoders
-    def bad(param, message):
-        e = ValueError(message); e.param = param; return e
+    bad = lambda param, message: param_error(ValueError, message, param)
     encoders = smp_encoders.encoders
     close = lambda name, names, prefix="": "".join(f"; did you mean {prefix + c!r}?" for c in difflib.get_close_matches(name, names, 1))
     if isinstance(encoder, str) and encoder.startswith('tu-'):     # timm's encoders: timm knows the names

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from unittest.mock import patch
 from pathlib import Path
 import yaml
-from .files import PipelineNotInstalled, die_with_parent, params_stamp
+from .files import PipelineNotInstalled, die_with_parent, exit_interrupted, params_stamp
 from .schema import read_file, read_yaml
 
 # %% auto #0
@@ -142,8 +142,7 @@ def main(argv=None):
     except (ValueError, NotebookFailed, FileNotFoundError, ImportError) as e:      # ParamsError is a ValueError
         raise SystemExit(f"error{where}: {e}")
     except KeyboardInterrupt:                 # the kernel is shut down and no executed copy written (`run_notebook`)
-        kept = "; its seeds' checkpoints are kept, and the same command resumes" if params.get("key") else ""
-        print(f"interrupted{where}{kept}", file=sys.stderr); sys.exit(130)
+        exit_interrupted("its seeds' checkpoints are kept" if params.get("key") else "", where)
 
 # %% ../nbs/10_runner.ipynb #dac9c24a
 #| eval: false

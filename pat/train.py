@@ -18,7 +18,8 @@ from .prepared import load_meta
 from .losses import get_loss, COUNT_LOSSES
 from .models import build_model
 from .pipeline import GROUPS, ParamsError, TRAIN_DEFAULTS, check_run, load_params
-from .files import LOCK_FILE, atomic_write, die_with_parent, hold_folder, package_version, source_hash, temp_pattern
+from .files import (LOCK_FILE, atomic_write, die_with_parent, exit_interrupted, hold_folder, package_version, source_hash,
+                       temp_pattern)
 try: from dvclive import Live
 except ImportError: Live = None     # optional: the pipeline has it; a bare GPU machine may not
 
@@ -670,13 +671,14 @@ def train_seeds(cfg: Mapping, # the run's settings (checked here once)
     if workers is None: workers = len(seeds) if device.type == "cuda" else min(len(seeds), cpu_workers(cfg["threads"]))
     if workers < 1: raise ValueError(f"`workers` must be >= 1, got {workers}")
     data = open_data(cfg["dataset"], data_root, stats_root)
+    key = data.key(cfg)["key"]
     if work_root is None: dirs = {s: Path(out_dir) / f"seed{s}" for s in seeds}
-    else: dirs = {s: seed_dir(work_root, data.key(cfg)["key"], s) for s in seeds}
+    else: dirs = {s: seed_dir(work_root, key, s) for s in seeds}
     if workers == 1:
         results = {s: train_run(cfg, s, dirs[s], data_root, stats_root, progress=progress, data=data) for s in seeds}
     else:   # each worker process opens the dataset itself
         jobs = [(cfg.on(d), s, dirs[s], data_root, stats_root) for s, d in zip(seeds, device_slots(device, len(seeds)))]
-        done = [steps_done(dirs[s], data.key(cfg)["key"], s, cfg["iterations"]) for s in seeds]
+        done = [steps_done(dirs[s], key, s, cfg["iterations"]) for s in seeds]
         results = dict(zip(seeds, run_jobs(jobs, workers, device, f"{cfg['loss']}/{cfg['model']} seeds {','.join(map(str, seeds))}", progress, done)))
     if work_root is not None:
         for s in seeds: publish(dirs[s], Path(out_dir) / f"seed{s}")
@@ -737,7 +739,11 @@ def pending_jobs(params: dict, # a resolved params file (`load_params`)
                 ) -> list:
     """The (cfg, seed, work folder, data_root, stats_root) of every seed of `share_seeds` without finished, current
     metrics in its work folder."""
-    return [job for job, done in share_seeds(params, groups, work_root, data_root, stats_root, shard) if done < job[0]["iterations"]]
+    return [job for job, _ in _unfinished(share_seeds(params, groups, work_root, data_root, stats_root, shard))]
+
+def _unfinished(seeds: list) -> list:
+    "The `(job, done)` of `share_seeds` whose seed has steps left (a checkpoint is never of the last step)."
+    return [(job, done) for job, done in seeds if done < job[0]["iterations"]]
 
 # %% ../nbs/03_train.ipynb #30f01ee2
 def default_per_device(device: torch.device, # the device
@@ -763,7 +769,7 @@ def pack(params_file="params.yaml", # the params file
     on each device; returns the aggregate throughput of the steps trained. The DVC stages then find them finished
     and copy them. The progress bar covers every seed of the share: finished seeds and checkpoints count as done."""
     seeds = share_seeds(load_params(params_file), groups, work_root, data_root, stats_root, shard)
-    todo = [(job, done) for job, done in seeds if done < job[0]["iterations"]]
+    todo = _unfinished(seeds)
     if not todo: return {"jobs": 0}
     jobs, done = map(list, zip(*todo))
     finished = sum(d for _, d in seeds) - sum(done)   # the finished seeds' steps
@@ -831,8 +837,7 @@ def main(argv=None):
         else: print(json.dumps(pack(a.params, a.groups, a.per_device, a.gpu_gb, shard)))
     except (ParamsError, ValueError, FileNotFoundError) as e: raise SystemExit(f"error: {e}")
     except KeyboardInterrupt:                             # pack's workers are stopped (`run_jobs`)
-        kept = "; the seeds' checkpoints are kept, and the same command resumes" if a.cmd == "pack" and not a.list else ""
-        print(f"interrupted{kept}", file=sys.stderr); sys.exit(130)
+        exit_interrupted("the seeds' checkpoints are kept" if a.cmd == "pack" and not a.list else "")
 
 # %% ../nbs/03_train.ipynb #ddcd2a23
 #| eval: false
