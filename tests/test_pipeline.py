@@ -72,6 +72,9 @@ EXPECTED = ["results/tables/table5_1.md", "results/tables/table6_1.md", "results
             "results/plots/t61_train_loss.csv"]
 
 
+ALWAYS_CHANGED = ["source@synthetic", "environment"]   # the `ci` profile's stages that run at every repro
+
+
 def test_repro_writes_every_table_and_figure(checkout):
     """`make repro`'s steps on a fresh clone: the data stages, every seed in one pool (`pack`), then `python -m pat.repro`
     (dvc repro with its stages numbered), which copies the packed seeds out."""
@@ -82,11 +85,12 @@ def test_repro_writes_every_table_and_figure(checkout):
     sh("dvc repro prepare@synthetic stats@synthetic && python -m pat.train pack", checkout, timeout=1800)
     work = {p.parent.name + "/" + p.parent.parent.name: p.read_bytes() for p in (checkout / "runs" / ".work").glob("*/seed*/metrics.json")}
     r = sh("python -m pat.repro --skip bench", checkout, timeout=1800)      # as `make repro`: every stage but the benchmark
-    _check_numbering(r.stdout, [s for s in stages if not s.startswith(("source@", "prepare@", "stats@")) and s not in ("bench", "profile")])
+    _check_numbering(r.stdout, [s for s in stages if not s.startswith(("prepare@", "stats@")) and s not in ("bench", "profile")])
+    # (`source@synthetic` ran before `pack` too, but runs at every repro, as `environment` does)
     assert re.search(r"(ce|ldam|pat)/(segnet|unet|dlv3p) seeds 0,1: 100%", r.stderr), r.stderr[-2000:]   # the runs' bars reach the terminal
     assert (checkout / "results/tables/table6_1.md").exists() and not (checkout / "results/bench").exists()
-    _check_numbering(sh("python -m pat.repro", checkout, timeout=600).stdout, ["environment", "bench"])   # then the benchmark is left
-    # (and `environment`, which runs at every repro)
+    _check_numbering(sh("python -m pat.repro", checkout, timeout=600).stdout, [*ALWAYS_CHANGED, "bench"])   # then the benchmark is left
+    # (and the stages that run at every repro)
     missing = [f for f in EXPECTED if not (checkout / f).exists()]
     assert not missing, missing
     t61 = (checkout / "results/tables/table6_1.md").read_text()
@@ -126,11 +130,12 @@ def _check_training_cost(checkout):
 
 
 def test_second_repro_does_nothing(checkout):
-    "A second repro runs only `environment` (DVC cannot see the machine, so it looks at every repro); nothing trains."
+    """A second repro runs only `source@synthetic` and `environment` (DVC cannot see the machine or the libraries, so
+    they look at every repro); their outputs are unchanged, so nothing else runs and nothing trains."""
     r = sh("dvc repro", checkout)
-    assert re.findall(r"^Running stage '([^']+)'", r.stdout, re.M) == ["environment"], r.stdout[-2000:]
-    _check_numbering(sh("python -m pat.repro", checkout).stdout, ["environment"])
-    assert json.loads(sh("dvc status --json", checkout).stdout) == {"environment": ["always changed"]}
+    assert re.findall(r"^Running stage '([^']+)'", r.stdout, re.M) == ALWAYS_CHANGED, r.stdout[-2000:]
+    _check_numbering(sh("python -m pat.repro", checkout).stdout, ALWAYS_CHANGED)
+    assert json.loads(sh("dvc status --json", checkout).stdout) == {s: ["always changed"] for s in ALWAYS_CHANGED}
 
 
 def test_dvc_metrics_and_plots_show_the_tables(checkout, tmp_path):
@@ -302,7 +307,7 @@ def test_exp_run_sets_one_loss_parameter_reruns_only_its_runs_and_restores_them_
     before = _metrics(checkout, "t61", "synthetic-segnet-pat")
     r = sh("dvc exp run -S losses.pat.T=10", checkout, timeout=1800)
     assert _ran(r.stdout, train=True) == pat_runs, _ran(r.stdout, train=True) ^ pat_runs
-    assert _ran(r.stdout) - pat_runs == {"environment", "table6_1", "table6_2", "table6_3", "table6_4", "ablation", "figures"}
+    assert _ran(r.stdout) - pat_runs == {*ALWAYS_CHANGED, "table6_1", "table6_2", "table6_3", "table6_4", "ablation", "figures"}
     assert _metrics(checkout, "t61", "synthetic-segnet-pat")["config"]["loss_params"] == {"T": 10}
     assert _metrics(checkout, "t63", "synthetic-segnet-pat-T5")["config"]["loss_params"] == {"T": 5}     # its own T
     shown = sh("dvc exp show --csv", checkout).stdout
@@ -576,6 +581,21 @@ def test_an_edited_raw_label_reruns_prepare(checkout, tmp_path):
         assert ran() == {"source@camvid", "prepare@camvid"}
     finally:
         sh("python -m pat.pipeline use ci", checkout)
+
+
+def test_another_library_version_prepares_again(checkout, tmp_path):
+    """Another version of a library that decodes, generates or resizes the images (here a stand-in Pillow 9.9.9 first
+    on the path): the source manifest changes and DVC prepares the data again, which DVC alone cannot see."""
+    ran = lambda env="": sh(f"{env} dvc repro prepare@synthetic", checkout).stdout
+    ran()
+    assert re.findall(r"Running stage '([^']+)'", ran()) == ["source@synthetic"]            # same libraries: not prepared again
+    fake = tmp_path / "site" / "pillow-9.9.9.dist-info"
+    fake.mkdir(parents=True); (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: pillow\nVersion: 9.9.9\n")
+    out = ran(f"PYTHONPATH={fake.parent}:$PYTHONPATH")
+    assert re.findall(r"Running stage '([^']+)'", out) == ["source@synthetic", "prepare@synthetic"], out[-2000:]
+    assert json.loads((checkout / "data/sources/synthetic.json").read_text())["libraries"]["pillow"] == "9.9.9"
+    assert "prepare@synthetic" in ran()                       # back: the first libraries' data, from DVC's run-cache
+    assert json.loads(sh("dvc status --json prepare@synthetic", checkout).stdout) == {}        # and up to date
 
 
 def test_repro_checks_params_before_any_stage(tmp_path, monkeypatch):
