@@ -31,8 +31,7 @@ __all__ = ['CODE_FILES', 'NUMERIC_LIBRARIES', 'CHECKPOINT', 'CHECKPOINT_TMP', 'c
            'load_checkpoint', 'proc_status_kb', 'reset_peak_memory', 'peak_memory_mb', 'progress_bar', 'evaluate',
            'colorize', 'class_legend', 'save_prediction_figure', 'finished_metrics', 'truncate_logs', 'train_run',
            'StepTimer', 'cpu_workers', 'steps_done', 'run_jobs', 'device_slots', 'seed_dir', 'publish', 'train_seeds',
-           'share', 'run_share', 'share_seeds', 'pending_jobs', 'default_per_device', 'pack', 'write_environment',
-           'main']
+           'share', 'run_share', 'share_seeds', 'unfinished', 'default_per_device', 'pack', 'write_environment', 'main']
 
 # %% ../nbs/03_train.ipynb #9b2e30e7
 def confusion_matrix(pred: torch.Tensor, # predicted classes, any shape
@@ -718,32 +717,21 @@ def share_seeds(params: dict, # a resolved params file (`load_params`)
                 stats_root="data/stats", # the folder of their statistics
                 shard=(1, 1), # (k, n): the k-th of n shares
                ) -> list:
-    """`(job, done)` for every seed of the runs in `run_share(params, groups, shard)`, a seed two runs share listed once:
-    `job` = (cfg, seed, work folder, data_root, stats_root), `done` its `steps_done` (the run's iterations: finished)."""
+    """`(job, key)` for every seed of the runs in `run_share(params, groups, shard)`, a seed two runs share listed once:
+    `job` = (cfg, seed, work folder, data_root, stats_root), `key` its run key (for `steps_done`)."""
     seeds, data, seen = [], {}, set()                  # data: each dataset opened once
     for group, key, cfg in _share_configs(params, groups, shard):
         if cfg["dataset"] not in data: data[cfg["dataset"]] = open_data(cfg["dataset"], data_root, stats_root)
         rk = data[cfg["dataset"]].key(cfg)["key"]
         for seed in params[group][key]["seeds"]:
             work = seed_dir(work_root, rk, seed)
-            if work not in seen: seeds.append(((cfg, seed, work, data_root, stats_root), steps_done(work, rk, seed, cfg["iterations"])))
+            if work not in seen: seeds.append(((cfg, seed, work, data_root, stats_root), rk))
             seen.add(work)
     return seeds
 
-def pending_jobs(params: dict, # a resolved params file (`load_params`)
-                 groups=None, # table groups (default: all)
-                 work_root="runs/.work", # the work folders' root
-                 data_root="data/prepared", # the folder of the prepared datasets
-                 stats_root="data/stats", # the folder of their statistics
-                 shard=(1, 1), # (k, n): the k-th of n shares
-                ) -> list:
-    """The (cfg, seed, work folder, data_root, stats_root) of every seed of `share_seeds` without finished, current
-    metrics in its work folder."""
-    return [job for job, _ in _unfinished(share_seeds(params, groups, work_root, data_root, stats_root, shard))]
-
-def _unfinished(seeds: list) -> list:
-    "The `(job, done)` of `share_seeds` whose seed has steps left (a checkpoint is never of the last step)."
-    return [(job, done) for job, done in seeds if done < job[0]["iterations"]]
+def unfinished(seeds: list) -> list:
+    "The `(job, key)` of `share_seeds` whose work folder holds no finished metrics of run `key`."
+    return [(job, key) for job, key in seeds if finished_metrics(job[2], key) is None]
 
 # %% ../nbs/03_train.ipynb #30f01ee2
 def default_per_device(device: torch.device, # the device
@@ -769,10 +757,11 @@ def pack(params_file="params.yaml", # the params file
     on each device; returns the aggregate throughput of the steps trained. The DVC stages then find them finished
     and copy them. The progress bar covers every seed of the share: finished seeds and checkpoints count as done."""
     seeds = share_seeds(load_params(params_file), groups, work_root, data_root, stats_root, shard)
-    todo = _unfinished(seeds)
+    todo = unfinished(seeds)
     if not todo: return {"jobs": 0}
-    jobs, done = map(list, zip(*todo))
-    finished = sum(d for _, d in seeds) - sum(done)   # the finished seeds' steps
+    jobs = [job for job, _ in todo]
+    done = [steps_done(work, key, seed, cfg["iterations"]) for (cfg, seed, work, *_), key in todo]
+    finished = sum(job[0]["iterations"] for job, _ in seeds) - sum(cfg["iterations"] for cfg, *_ in jobs)   # the finished seeds' steps
     device = pick_device(jobs[0][0]["device"])
     n_dev = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 1
     workers = (per_device or default_per_device(device, gpu_gb)) * n_dev
@@ -831,9 +820,9 @@ def main(argv=None):
         if a.cmd == "stages":
             for g, key in run_share(load_params(a.params), a.groups, shard): print(f"train_{g}@{key}")
         elif a.list:
-            jobs = pending_jobs(load_params(a.params), a.groups, shard=shard)
-            for cfg, seed, work, *_ in jobs: print(work)
-            if not jobs: print("no pending seeds", file=sys.stderr)
+            todo = unfinished(share_seeds(load_params(a.params), a.groups, shard=shard))
+            for (cfg, seed, work, *_), key in todo: print(work)
+            if not todo: print("no pending seeds", file=sys.stderr)
         else: print(json.dumps(pack(a.params, a.groups, a.per_device, a.gpu_gb, shard)))
     except (ParamsError, ValueError, FileNotFoundError) as e: raise SystemExit(f"error: {e}")
     except KeyboardInterrupt:                             # pack's workers are stopped (`run_jobs`)

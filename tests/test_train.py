@@ -234,12 +234,13 @@ def test_pack_trains_each_distinct_seed_once_in_disjoint_shares(data, tmp_path):
     """`pack` trains what the params list and is not finished, once per distinct run and seed; shares split the runs;
     `train_seeds` with a work root then only copies the finished seeds out, without their checkpoints."""
     from pat.pipeline import load_params
-    from pat.train import pack, pending_jobs, run_share, seed_dir, share
+    from pat.train import pack, run_share, seed_dir, share, share_seeds, unfinished
     pf = params_file(tmp_path / "params.yaml", {"synthetic-segnet-pat": entry("pat"), "synthetic-segnet-ce": entry("ce")},
                      t63={"synthetic-segnet-pat-T9": entry("pat", loss_params={"T": 9})})
     params = load_params(pf)
     kw = dict(work_root=tmp_path / "work", data_root=data / "prepared", stats_root=data / "stats")
-    jobs = pending_jobs(params, **kw)        # t61's runs are also t62's and the ablation's: each seed listed once
+    pending = lambda **k: [job for job, _ in unfinished(share_seeds(params, **kw, **k))]
+    jobs = pending()        # t61's runs are also t62's and the ablation's: each seed listed once
     assert [(j[0]["loss"], j[0]["loss_params"].get("T"), j[1]) for j in jobs] == [
         ("pat", 5, 0), ("pat", 5, 1), ("ce", None, 0), ("ce", None, 1), ("pat", 9, 0), ("pat", 9, 1)]
     # distinct runs are dealt in turn; a run's stages in every group fall in the same share
@@ -249,8 +250,8 @@ def test_pack_trains_each_distinct_seed_once_in_disjoint_shares(data, tmp_path):
     with pytest.raises(ValueError, match="share 3/2"): share([], 3, 2)
     res = pack(pf, shard=(2, 2), progress=False, **kw)
     assert res["jobs"] == 2 and res["steps"] == 4 and res["steps_per_s"] > 0
-    assert pending_jobs(params, shard=(2, 2), **kw) == []
-    assert [j[2] for j in pending_jobs(params, **kw)] == [j[2] for j in pending_jobs(params, shard=(1, 2), **kw)] == [j[2] for j in jobs if j[0]["loss"] == "pat"]
+    assert pending(shard=(2, 2)) == []
+    assert [j[2] for j in pending()] == [j[2] for j in pending(shard=(1, 2))] == [j[2] for j in jobs if j[0]["loss"] == "pat"]
     # a packed seed is exactly what train_run gives
     ce = params["t62"]["synthetic-segnet-ce"]
     alone = train_run(ce, 0, tmp_path / "alone", data / "prepared", data / "stats", progress=False)
@@ -402,13 +403,24 @@ def test_resume_starts_from_the_checkpoint(data, tmp_path):
     for k in ("miou", "miou_batch_mean", "confusion_matrix", "iou"): assert resumed[k] == straight[k], k
 
 
+def test_unfinished_keeps_the_seeds_without_this_runs_metrics_and_opens_no_checkpoint(tmp_path, monkeypatch):
+    "A seed is finished when its work folder holds metrics of its run key: another key's or a checkpoint leave it pending."
+    folders = {name: tmp_path / name for name in ("done", "other_key", "checkpoint", "empty")}
+    for f in folders.values(): f.mkdir()
+    for name, key in (("done", "k"), ("other_key", "old")): (folders[name] / "metrics.json").write_text(json.dumps({"run_key": key}))
+    (folders["checkpoint"] / T.CHECKPOINT).write_bytes(b"not read")
+    monkeypatch.setattr(T, "load_checkpoint", lambda *a, **k: pytest.fail("a checkpoint was opened"))
+    seeds = [(({}, 0, f), "k") for f in folders.values()]
+    assert [job[2].name for job, key in T.unfinished(seeds)] == ["other_key", "checkpoint", "empty"]
+
+
 def test_pack_list_prints_the_pending_work_folders_or_says_there_are_none(monkeypatch, capsys):
     "`pack --list` prints one work folder per pending seed; with none it says so on stderr instead of printing nothing."
     params = str(Path(__file__).resolve().parents[1] / "params.yaml")
-    monkeypatch.setattr(T, "pending_jobs", lambda *a, **k: [({}, 0, Path("runs/.work/k1/seed0")), ({}, 3, Path("runs/.work/k2/seed3"))])
+    monkeypatch.setattr(T, "share_seeds", lambda *a, **k: [(({}, 0, Path("runs/.work/k1/seed0")), "k1"), (({}, 3, Path("runs/.work/k2/seed3")), "k2")])
     T.main(["pack", "--list", "--params", params])
     assert capsys.readouterr() == ("runs/.work/k1/seed0\nruns/.work/k2/seed3\n", "")
-    monkeypatch.setattr(T, "pending_jobs", lambda *a, **k: [])
+    monkeypatch.setattr(T, "share_seeds", lambda *a, **k: [])
     T.main(["pack", "--list", "--params", params])
     assert capsys.readouterr() == ("", "no pending seeds\n")
 
