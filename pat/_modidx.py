@@ -150,6 +150,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                             'pat.losses.as_counts': ('losses.html#as_counts', 'pat/losses.py'),
                             'pat.losses.bin_counts': ('losses.html#bin_counts', 'pat/losses.py'),
                             'pat.losses.check_choice': ('losses.html#check_choice', 'pat/losses.py'),
+                            'pat.losses.check_flag': ('losses.html#check_flag', 'pat/losses.py'),
                             'pat.losses.check_inputs': ('losses.html#check_inputs', 'pat/losses.py'),
                             'pat.losses.check_number': ('losses.html#check_number', 'pat/losses.py'),
                             'pat.losses.check_pat_options': ('losses.html#check_pat_options', 'pat/losses.py'),

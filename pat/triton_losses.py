@@ -18,8 +18,8 @@ except ImportError:                      # the module still imports; the losses 
     HAS_TRITON = False
 
 # %% auto #0
-__all__ = ['TERMS', 'TUNING', 'set_kernels', 'triton_available', 'use_kernels', 'LossSpec', 'philox_draw', 'SoftmaxLossFunction',
-           'softmax_loss_triton', 'pat_loss_triton', 'adjusted_logits_triton']
+__all__ = ['TERMS', 'TUNING', 'OFFSET_LIMIT', 'set_kernels', 'triton_available', 'use_kernels', 'LossSpec', 'philox_draw',
+           'SoftmaxLossFunction', 'softmax_loss_triton', 'pat_loss_triton', 'adjusted_logits_triton']
 
 # %% ../nbs/11_triton.ipynb #24ce42de
 def _interpreting() -> bool: return os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -311,11 +311,16 @@ def _tables(spec: LossSpec, dummy: torch.Tensor) -> list:
     return [prep(spec.weight), prep(spec.norm_weight), prep(spec.offset), prep(spec.margin), prep(spec.noise)]
 
 def _pixel_stride(t: torch.Tensor) -> int | None:
-    "The one stride that walks the pixels of `t` [B, C, *] in order (0 without pixels), or None where no single stride does."
-    shape, st = t.shape, t.stride()
-    for i in range(2, len(shape) - 1):
-        if shape[i] != 1 and st[i] != st[i + 1] * shape[i + 1]: return None
-    return st[-1] if len(shape) > 2 else 0
+    "The one stride that walks the pixels of `t` [B, C, *] in order (0 with at most one pixel), or None where no single stride does."
+    dims = [(n, st) for n, st in zip(t.shape[2:], t.stride()[2:]) if n != 1]    # a dimension of size 1 may have any stride
+    if math.prod(n for n, _ in dims) <= 1: return 0
+    step = expected = dims[-1][1]
+    for n, st in reversed(dims):
+        if st != expected: return None
+        expected *= n
+    return step
+
+OFFSET_LIMIT = 2**31      # the kernels index within an image with 32-bit integers
 
 class SoftmaxLossFunction(torch.autograd.Function):
     "The value and the gradient $G$ of a `LossSpec` loss from one kernel; backward scales $G$ by the upstream gradient and $1/D$."
@@ -325,6 +330,10 @@ class SoftmaxLossFunction(torch.autograd.Function):
         if target.numel() != B * HW:
             raise ValueError(f"target {tuple(target.shape)} must be logits {tuple(logits.shape)} without the class dimension 1")
         x, sxp = logits, _pixel_stride(logits)                         # strides, not views: each view costs host time
+        span = C * HW if sxp is None else max(C * HW, (C - 1) * x.stride(1) + (HW - 1) * sxp + 1)   # of one image, G's too
+        if span >= OFFSET_LIMIT:
+            raise ValueError(f"logits {tuple(logits.shape)}: one image spans {span} elements, beyond the kernels' 32-bit offsets "
+                             f"(at most {OFFSET_LIMIT - 1}); compute this loss with torch: pat.triton_losses.set_kernels(False)")
         if sxp is None: x = logits.contiguous(); sxp = _pixel_stride(x)
         y = target if target.dtype in _INDEX_DTYPES else target.long()
         if not y.is_contiguous(): y = y.contiguous()

@@ -114,6 +114,10 @@ def test_layouts_ranks_and_grad_output():
     check(x[:, :, :6], y.transpose(1, 2).contiguous().transpose(1, 2)[:, :6])      # non-contiguous labels
     for shape in [(2, 4, 9), (2, 4, 3, 4, 2), (3, 4), (2, 4, 1, 5)]:                 # 1, 3 and no spatial dims, a dim of 1
         check(*batch(shape, seed=4))
+    x5, y5 = batch((2, 3, 5, 4, 1), seed=5)     # a pixel dim of size 1 whose stride fits no single pixel stride: copied
+    check(x5.permute(0, 1, 3, 4, 2), y5.permute(0, 2, 3, 1))                       # (before: wrong values, writes out of bounds)
+    x5, y5 = batch((2, 3, 4, 2, 5), seed=6)
+    check(x5[:, :, :, ::2], y5[:, :, ::2])
     with pytest.raises(ValueError, match=r"target \(2, 12, 13\) must be logits \(2, 5, 12, 14\)"):
         softmax_loss_triton(x.to(DEV), y[:, :, :13].to(DEV), LossSpec())
     x = x.to(DEV).requires_grad_()
