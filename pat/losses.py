@@ -12,11 +12,11 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'REDUCTIONS', 'BETA', 'PAT_CURVES', 'PAT_NORMALIZE', 'BETA_MAX_EXPONENT',
            'TABLE5_1_P', 'LOSSES', 'COUNT_LOSSES', 'set_debug', 'under_torch_func', 'checks_values', 'check_inputs',
-           'param_error', 'check_number', 'check_choice', 'one_per_class', 'as_counts', 'class_weights_param',
-           'param_docs', 'SegLoss', 'bin_counts', 'CountLoss', 'CELoss', 'focal_term', 'FocalLoss',
-           'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss', 'pat_weight',
-           'image_rows', 'mask_sizes', 'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference', 'PATLoss',
-           'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss', 'MMSegLoss']
+           'param_error', 'check_number', 'check_choice', 'check_flag', 'one_per_class', 'as_counts',
+           'class_weights_param', 'param_docs', 'SegLoss', 'bin_counts', 'CountLoss', 'CELoss', 'focal_term',
+           'FocalLoss', 'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss',
+           'pat_weight', 'image_rows', 'mask_sizes', 'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference',
+           'PATLoss', 'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss', 'MMSegLoss']
 
 # %% ../nbs/00_losses.ipynb #240515cc
 _DEBUG = {"checks": os.environ.get("PAT_DEBUG_CHECKS", "0") == "1"}
@@ -94,6 +94,14 @@ def check_choice(loss: str, # the loss's name, for the error message
     expected = "one of " + ", ".join(map(repr, choices))
     if not isinstance(value, str): raise _bad_param(TypeError, loss, name, expected, value)
     if value not in choices: raise _bad_param(ValueError, loss, name, expected, value)
+    return value
+
+def check_flag(loss: str, # the loss's name, for the error message
+               name: str, # the parameter's name, for the error message
+               value, # the value to check
+              ) -> bool:
+    "`value` if it is True or False; TypeError otherwise (a string such as 'false' would count as true)."
+    if not isinstance(value, bool): raise _bad_param(TypeError, loss, name, "True or False", value)
     return value
 
 # %% ../nbs/00_losses.ipynb #022f5c88
@@ -175,7 +183,7 @@ class SegLoss(nn.Module):
         super().__init__()
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
             raise _bad_param(TypeError, self.loss_name, "ignore_index", "an integer label (such as 255 or -100)", ignore_index)
-        self.ignore_index, self.validate = int(ignore_index), validate
+        self.ignore_index, self.validate = int(ignore_index), check_flag(self.loss_name, "validate", validate)
         self.reduction = check_choice(self.loss_name, "reduction", reduction, REDUCTIONS)
         self.register_buffer("weight", class_weights_param(self.loss_name, weight))
 
@@ -281,7 +289,7 @@ class CountLoss(SegLoss):
                  **kwargs, # passed to `SegLoss`
                 ):
         super().__init__(**kwargs)
-        self.batch_counts = batch_counts
+        self.batch_counts = check_flag(self.loss_name, "batch_counts", batch_counts)
         self.register_buffer("counts", as_counts(counts) if not batch_counts or counts is not None else torch.ones(2, dtype=torch.float64))
 
     def class_counts(self, logits, target) -> torch.Tensor:
@@ -491,11 +499,13 @@ def check_pat_options(T, # the temperature, > 0
                       eps, # a finite number
                       normalize, # 'mask' or 'none'
                       curve, # 'eq4.44' or 'table5.1'
+                      detach_weight=False, # True or False
                      ):
     "Raise TypeError/ValueError for an invalid PAT option, naming it."
     T, eps = check_number("PAT", "T", T, POSITIVE, lambda v: v > 0), check_number("PAT", "eps", eps, FINITE)
     check_choice("PAT", "normalize", normalize, PAT_NORMALIZE)
     check_choice("PAT", "curve", curve, PAT_CURVES)
+    check_flag("PAT", "detach_weight", detach_weight)
     # beta's largest exponent: (1-eps)/T at p = 0 (Eq. 4.44), eps/T at p = 1 (table5.1's e^{-(1-p-eps)/T})
     top, at, formula = (1 - eps, "(1 - eps)", "exp((1-p-eps)/T)") if curve == "eq4.44" else (eps, "eps", "exp(-(1-p-eps)/T)")
     if top / T >= BETA_MAX_EXPONENT:
@@ -507,7 +517,7 @@ def pat_pixel_terms(logits, target, T: float = 20.0, eps: float = 0.0, normalize
     """PAT's per-pixel terms $\\beta_{ij} (-\\log p_{ij}[y]) / S_i^y$ (without the mask size when `normalize='none'`),
     0 at ignored pixels, and the divisor of their sum that makes the loss: $B$, or the number of valid pixels.
     Parameters as in `pat_loss_reference`."""
-    check_pat_options(T, eps, normalize, curve)
+    check_pat_options(T, eps, normalize, curve, detach_weight)
     target = target.long()
     ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # -log p_y, 0 where ignored
     beta = pat_weight(torch.exp(-ce), T, eps, curve)
@@ -549,9 +559,9 @@ class PATLoss(SegLoss):
                  **kwargs, # passed to `SegLoss`
                 ):
         super().__init__(**kwargs)
-        check_pat_options(T, eps, normalize, curve)
+        check_pat_options(T, eps, normalize, curve, detach_weight)
         self.T, self.eps, self.normalize, self.curve, self.detach_weight = float(T), float(eps), normalize, curve, detach_weight
-        self.fused = fused  # False: the autograd reference above; True: the same loss with the analytic backward (nbs/05_fused)
+        self.fused = check_flag(self.loss_name, "fused", fused)  # False: the autograd reference above; True: the same loss with the analytic backward (nbs/05_fused)
     def loss(self, logits, target):
         args = (self.T, self.eps, self.normalize, self.curve, self.detach_weight, self.ignore_index)
         if self.reduction != "mean" or self.weight is not None:   # per-pixel terms: the reference's autograd
