@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools, os
 import torch
 import torch.nn.functional as F
+from .losses import check_pat_options
 
 # %% auto #0
 __all__ = ['pixel_weights', 'pixel_terms', 'set_fused_compile', 'first_derivative_only', 'PATFusedFunction', 'pat_loss_fused']
@@ -111,4 +112,5 @@ class PATFusedFunction(torch.autograd.Function):
 def pat_loss_fused(logits: torch.Tensor, target: torch.Tensor, T: float = 20.0, eps: float = 0.0,
                    normalize: str = "mask", curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255) -> torch.Tensor:
     "PAT (Eq. 4.43-4.44), same value, gradient and parameters as `pat_loss_reference`, with a fused analytic backward."
+    check_pat_options(T, eps, normalize, curve, detach_weight)
     return PATFusedFunction.apply(logits, target, T, eps, normalize, curve, detach_weight, ignore_index)

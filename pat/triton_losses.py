@@ -8,6 +8,7 @@ import contextlib, functools, math, os
 from dataclasses import dataclass
 import torch
 from .fused import first_derivative_only, pat_loss_fused
+from .losses import check_pat_options
 
 try:
     import triton
@@ -379,6 +380,7 @@ def softmax_loss_triton(logits: torch.Tensor, # float scores [B,C,*]
 def pat_loss_triton(logits: torch.Tensor, target: torch.Tensor, T: float = 20.0, eps: float = 0.0,
                     normalize: str = "mask", curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255) -> torch.Tensor:
     "PAT (Eq. 4.43-4.44) with the kernels, in the logits' dtype: the value and gradient of `pat_loss_fused` (parameters as `pat_loss_reference`), which it falls back to where Triton cannot run."
+    check_pat_options(T, eps, normalize, curve, detach_weight)
     runnable = triton_available() and (logits.is_cuda or (_interpreting() and logits.device.type == "cpu"))
     if not runnable or logits.dim() < 2 or target.numel() == 0 or logits.shape[1] == 0:
         return pat_loss_fused(logits, target, T, eps, normalize, curve, detach_weight, ignore_index)
