@@ -351,7 +351,9 @@ def verify_prepared(root) -> bool:
     "Recompute the sha256 of every array of a prepared dataset; raise `DataError` naming a file that differs from meta.json."
     root = Path(root)
     for f, sha in load_meta(root)['sha256'].items():
-        if sha256_file(root / f) != sha: raise DataError(f"{root / f}: checksum differs from meta.json (corrupted or modified)")
+        if sha256_file(root / f) != sha:
+            raise DataError(f"{root / f}: checksum differs from meta.json (corrupted or modified); prepare the dataset "
+                            f"again (dvc repro prepare@{root.name}, or python -m pat.data prepare {root.name})")
     return True
 
 # %% ../nbs/02a_prepared.ipynb #c9ac5145

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .data import SegDataset, load_stats, make_loader
-from .prepared import load_meta
+from .prepared import load_meta, verify_prepared
 from .losses import get_loss, COUNT_LOSSES
 from .models import build_model
 from .pipeline import GROUPS, ParamsError, TRAIN_DEFAULTS, check_run, load_params
@@ -102,9 +102,15 @@ def config_hash(cfg: dict) -> str:
 CODE_FILES = ("data.py", "fused.py", "losses.py", "models.py", "prepared.py", "sources.py", "synthetic.py", "train.py",
               "triton_losses.py")   # pat.data imports prepared, sources and synthetic; on CUDA the losses run triton_losses
 
+import pat.fused                                   # pat.losses imports these when it first needs them: here they are
+if torch.cuda.is_available(): import pat.triton_losses   # imported with pat.train, so the hash below is of the code that runs
+_CODE_HASH = source_hash(CODE_FILES)[:16]          # (on the CPU the kernels never run, and Triton's import is slow)
+
 def code_hash() -> str:
-    "A short hash of the source of the modules a run executes."
-    return source_hash(CODE_FILES)[:16]
+    """A short hash of the source of the modules a run executes, as this process imported them: taken once, when
+    `pat.train` is imported, so a file rewritten afterwards (an `nbdev_export` while a run trains) does not give this
+    process's runs the new code's key."""
+    return _CODE_HASH
 
 # %% ../nbs/03_train.ipynb #4de0928b
 def data_hash(meta: dict, # the dataset's meta.json (`load_meta`)
@@ -180,9 +186,13 @@ class RunData:
 def open_data(name: str, # the dataset (a run's `dataset` setting)
               data_root="data/prepared", # the folder of the prepared datasets
               stats_root="data/stats", # the folder of their statistics (`<name>/stats.json`)
+              verify: bool = False, # recompute the arrays' checksums (`verify_prepared`): the run key takes them from meta.json
              ) -> RunData:
-    "Dataset `name` opened for training: `dataset_root`'s clear error when it is not prepared, then its meta and stats read once."
+    """Dataset `name` opened for training: `dataset_root`'s clear error when it is not prepared, then its meta and
+    stats read once. `train_seeds` and `pack` verify the arrays, once per dataset: DVC checks them under `dvc repro`,
+    but `pack`, or a training notebook run by hand, would otherwise trust meta.json's checksums."""
     root = dataset_root(data_root, name)
+    if verify: verify_prepared(root)
     return RunData(root, load_meta(root), load_stats(Path(stats_root) / name / "stats.json"))
 
 # %% ../nbs/03_train.ipynb #ced35509
@@ -669,7 +679,7 @@ def train_seeds(cfg: Mapping, # the run's settings (checked here once)
     device = pick_device(cfg["device"])
     if workers is None: workers = len(seeds) if device.type == "cuda" else min(len(seeds), cpu_workers(cfg["threads"]))
     if workers < 1: raise ValueError(f"`workers` must be >= 1, got {workers}")
-    data = open_data(cfg["dataset"], data_root, stats_root)
+    data = open_data(cfg["dataset"], data_root, stats_root, verify=True)
     key = data.key(cfg)["key"]
     if work_root is None: dirs = {s: Path(out_dir) / f"seed{s}" for s in seeds}
     else: dirs = {s: seed_dir(work_root, key, s) for s in seeds}
@@ -721,7 +731,7 @@ def share_seeds(params: dict, # a resolved params file (`load_params`)
     `job` = (cfg, seed, work folder, data_root, stats_root), `key` its run key (for `steps_done`)."""
     seeds, data, seen = [], {}, set()                  # data: each dataset opened once
     for group, key, cfg in _share_configs(params, groups, shard):
-        if cfg["dataset"] not in data: data[cfg["dataset"]] = open_data(cfg["dataset"], data_root, stats_root)
+        if cfg["dataset"] not in data: data[cfg["dataset"]] = open_data(cfg["dataset"], data_root, stats_root, verify=True)
         rk = data[cfg["dataset"]].key(cfg)["key"]
         for seed in params[group][key]["seeds"]:
             work = seed_dir(work_root, rk, seed)

@@ -86,11 +86,14 @@ if HAS_TRITON:
         return tl.where(cmask[None, :], scale * x, float("-inf"))
 
     @triton.jit
-    def _labels(y_ptr, b, pix, pmask, HW, ignore_index):
-        "Which pixels of the tile count, and their labels as int32 (0 where ignored: a valid index into the class tables)."
+    def _labels(y_ptr, b, pix, pmask, HW, C, ignore_index):
+        """Which pixels of the tile count, which of those have a label outside 0..C-1 (torch would raise; here the loss
+        becomes NaN instead, as labels are not read back on CUDA), and the labels as int32 (0 where ignored or outside:
+        always a valid index into the class tables)."""
         t = tl.load(y_ptr + b * HW + pix, mask=pmask, other=ignore_index)
         valid = pmask & (t != ignore_index)
-        return valid, tl.where(valid, t, 0).to(tl.int32)
+        bad = valid & ((t < 0) | (t >= C))
+        return valid, bad, tl.where(valid & ~bad, t, 0).to(tl.int32)
 
     @triton.jit
     def _own_tile(x_ptr, y_ptr, C, HW, sxb, sxc, sxp, ignore_index, off_ptr, mar_ptr, nz_ptr, seed, nz_base, sigma, scale,
@@ -101,7 +104,7 @@ if HAS_TRITON:
         pmask = pix < HW
         cls = tl.arange(0, BLOCK_C)
         cmask = cls < C
-        valid, y = _labels(y_ptr, b, pix, pmask, HW, ignore_index)
+        valid, _, y = _labels(y_ptr, b, pix, pmask, HW, C, ignore_index)
         u = _logit_tile(x_ptr, b, pix, pmask, cls, cmask, y, sxb, sxc, sxp, HW, C, off_ptr, mar_ptr, nz_ptr,
                         seed, nz_base, sigma, scale, HAS_OFF, HAS_MAR, NOISE)
         return b, pix, pmask, cls, cmask, valid, y, u
@@ -168,7 +171,7 @@ if HAS_TRITON:
         for it in range(0, n_iter):
             pix = (j * n_iter + it) * BLOCK_P + tl.arange(0, BLOCK_P)
             pmask = pix < HW
-            valid, y = _labels(y_ptr, b, pix, pmask, HW, ignore_index)
+            valid, bad, y = _labels(y_ptr, b, pix, pmask, HW, C, ignore_index)
             u = _logit_tile(x_ptr, b, pix, pmask, cls, cmask, y, sxb, sxc, sxp, HW, C, off_ptr, mar_ptr, nz_ptr,
                             seed, nz_base, sigma, scale, HAS_OFF, HAS_MAR, NOISE)
             mx = tl.max(u, axis=1)
@@ -180,9 +183,9 @@ if HAS_TRITON:
             if HAS_W:
                 wy = tl.load(w_ptr + y, mask=valid, other=0.0)
                 h, dh = h * wy, dh * wy
-            h = tl.where(valid, h, 0.0)
+            h = tl.where(bad, float("nan"), tl.where(valid, h, 0.0))      # NaN: a label outside 0..C-1
             if GRAD:
-                k = tl.where(valid, dh * scale, 0.0)
+                k = tl.where(bad, float("nan"), tl.where(valid, dh * scale, 0.0))
                 grad = k[:, None] * (e / se[:, None] - hit.to(tl.float32))
                 tl.store(gx_ptr + b * sgb + pix[:, None] * sgp + cls[None, :] * sgc, grad, mask=pmask[:, None] & cmask[None, :])
                 if PER_CLASS:

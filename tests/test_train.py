@@ -403,6 +403,30 @@ def test_resume_starts_from_the_checkpoint(data, tmp_path):
     for k in ("miou", "miou_batch_mean", "confusion_matrix", "iou"): assert resumed[k] == straight[k], k
 
 
+def test_code_hash_is_of_the_code_this_process_imported(monkeypatch):
+    "The run key's code hash is taken when pat.train is imported: a file rewritten later (an nbdev_export while a run trains) does not change it."
+    before = T.code_hash()
+    monkeypatch.setattr(T, "source_hash", lambda *a, **k: "f" * 64)     # the files on disk now hash otherwise
+    assert T.code_hash() == before != "f" * 16
+
+
+def test_pack_and_train_seeds_refuse_arrays_changed_by_hand(data, tmp_path):
+    "The run key takes the arrays' checksums from meta.json: pack and train_seeds check them first, naming the file."
+    import shutil
+    from pat.pipeline import load_params
+    from pat.prepared import DataError
+    shutil.copytree(data, tmp_path / "data")
+    images = tmp_path / "data" / "prepared" / "synthetic" / "train_images.npy"
+    np.save(images, 255 - np.load(images))
+    kw = dict(data_root=tmp_path / "data" / "prepared", stats_root=tmp_path / "data" / "stats")
+    says = f"{images}: checksum differs from meta.json"
+    with pytest.raises(DataError, match=re.escape(says)):
+        T.share_seeds(load_params(params_file(tmp_path / "params.yaml", {"synthetic-segnet-ce": entry("ce")})), work_root=tmp_path / "work", **kw)
+    with pytest.raises(DataError, match=re.escape(says)):
+        train_seeds(CFG, [0], tmp_path / "out", workers=1, progress=False, **kw)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
 def test_unfinished_keeps_the_seeds_without_this_runs_metrics_and_opens_no_checkpoint(tmp_path, monkeypatch):
     "A seed is finished when its work folder holds metrics of its run key: another key's or a checkpoint leave it pending."
     folders = {name: tmp_path / name for name in ("done", "other_key", "checkpoint", "empty")}

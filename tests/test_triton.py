@@ -88,6 +88,22 @@ def test_all_ignored_is_zero_without_nan(normalize):
     assert lt.item() == 0.0 and gt.abs().sum().item() == 0.0
 
 
+def test_a_label_outside_the_classes_makes_the_loss_nan():
+    """Labels are not read back on CUDA (no synchronisation): a label outside 0..C-1, which torch would refuse, makes
+    the loss NaN and the gradient NaN at that pixel only, and is never used as an index into the class tables."""
+    x, y = batch((2, 4, 5, 6), seed=11)
+    specs = (LossSpec(), LossSpec(term="pat", per_image=True), LossSpec(weight=torch.tensor([1.0, 2.0, 3.0, 4.0]), reduction="sum"),
+             LossSpec(margin=torch.full((4,), 0.5), scale=2.0, norm_weight=torch.ones(4)))
+    for label, spec in itertools.product((4, -1, 100), specs):
+        yb = y.clone(); yb[0, 2, 3] = label
+        xg = x.to(DEV).requires_grad_()
+        loss = softmax_loss_triton(xg, yb.to(DEV), spec)
+        loss.backward()
+        assert loss.isnan(), (label, spec)
+        assert xg.grad.isnan().any(1).nonzero().tolist() == [[0, 2, 3]], (label, spec)
+    assert torch.isfinite(softmax_loss_triton(x.to(DEV), y.to(DEV), specs[1]))      # in range: finite
+
+
 def test_huge_logits_finite():
     x = torch.tensor([[[[1e4]], [[-1e4]], [[0.0]]]])
     lt, gt = value_and_grad(pat_loss_triton, x.to(DEV), torch.tensor([[[1]]], device=DEV))
