@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_losses.ipynb #54dcea81
 from __future__ import annotations
-import inspect, io, math, numbers, os, textwrap, tokenize
+import difflib, inspect, io, math, numbers, os, textwrap, tokenize
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,7 +16,8 @@ __all__ = ['POSITIVE', 'NON_NEGATIVE', 'FINITE', 'REDUCTIONS', 'BETA', 'PAT_CURV
            'class_weights_param', 'param_docs', 'SegLoss', 'bin_counts', 'CountLoss', 'CELoss', 'focal_term',
            'FocalLoss', 'class_balanced_weights', 'CBLoss', 'CBFocalLoss', 'BMSLoss', 'LDAMLoss', 'BLVLoss',
            'pat_weight', 'image_rows', 'mask_sizes', 'check_pat_options', 'pat_pixel_terms', 'pat_loss_reference',
-           'PATLoss', 'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'get_loss', 'MMSegLoss']
+           'PATLoss', 'focal_value', 'pat_value', 'table5_1', 'plot_weight_curves', 'loss_parameters', 'did_you_mean',
+           'get_loss', 'MMSegLoss']
 
 # %% ../nbs/00_losses.ipynb #240515cc
 _DEBUG = {"checks": os.environ.get("PAT_DEBUG_CHECKS", "0") == "1"}
@@ -635,6 +636,21 @@ LOSSES = {"ce": CELoss, "focal": FocalLoss, "cb": CBLoss, "cbfocal": CBFocalLoss
           "bms": BMSLoss, "ldam": LDAMLoss, "blv": BLVLoss, "pat": PATLoss}
 COUNT_LOSSES = tuple(k for k, v in LOSSES.items() if issubclass(v, CountLoss))
 
+def loss_parameters(name: str, # one of `LOSSES`' names
+                   ) -> list[str]:
+    "The keyword arguments `get_loss(name, ...)` takes: those of the loss's class and of the classes it builds on, sorted."
+    inits = [vars(c)["__init__"] for c in LOSSES[name].__mro__ if issubclass(c, SegLoss) and "__init__" in vars(c)]
+    return sorted({n for f in inits for n, p in inspect.signature(f).parameters.items()
+                   if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)})
+
+def did_you_mean(name: str, # what was given
+                 names, # the valid names
+                ) -> str:
+    "'; did you mean X?' for the name in `names` closest to `name` (case aside), or ''."
+    lower = {str(n).lower(): n for n in names}
+    near = difflib.get_close_matches(str(name).lower(), list(lower), n=1)
+    return f"; did you mean {lower[near[0]]!r}?" if near else ""
+
 def get_loss(name: str, # one of `LOSSES`' names
              **params, # the loss's parameters
             ) -> SegLoss:
@@ -643,8 +659,13 @@ def get_loss(name: str, # one of `LOSSES`' names
     bms, ldam, blv) need `counts`, the training-set pixel count of each class."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}")
+    valid = loss_parameters(name)
+    for k in params:
+        if k not in valid:
+            hint = f" (only {', '.join(COUNT_LOSSES)} take class counts)" if k in ("counts", "batch_counts") else did_you_mean(k, valid)
+            raise param_error(TypeError, f"loss {name!r} has no parameter {k!r}{hint} (its parameters: {', '.join(valid)})", k)
     try: return LOSSES[name](**params)
-    except TypeError as e:   # an unknown or mistyped parameter: the message says which loss, a checked one keeps its `param`
+    except TypeError as e:   # a mistyped parameter: the message says which loss, a checked one keeps its `param`
         e.args = (f"bad parameters for loss {name!r}: {e}",); raise
 
 # %% ../nbs/00_losses.ipynb #1d8c29d6
@@ -699,7 +720,9 @@ class MMSegLoss(nn.Module):
             raise ValueError('MMSegLoss: avg_factor can not be used with reduction="sum" (as in mmseg)')
         terms = self.pixel_loss(cls_score, label)                        # [B,H,W], 0 at ignored pixels
         if weight is not None:
-            if torch.broadcast_shapes(weight.shape, terms.shape) != terms.shape:
+            try: fits = torch.broadcast_shapes(weight.shape, terms.shape) == terms.shape
+            except RuntimeError: fits = False                            # not broadcastable at all
+            if not fits:
                 raise ValueError(f"MMSegLoss: `weight` {tuple(weight.shape)} must broadcast to the per-pixel terms {tuple(terms.shape)}")
             terms = terms * weight.to(terms.dtype)
         if reduction == "none": loss = terms

@@ -10,7 +10,7 @@ import yaml
 from . import models
 from .prepared import DEFAULTS, dataset_settings
 from .files import atomic_write, params_stamp
-from .losses import COUNT_LOSSES, LOSSES, get_loss
+from .losses import COUNT_LOSSES, LOSSES, did_you_mean, get_loss, loss_parameters
 from .models import MODEL_NAMES
 from .schema import (ParamsError, anything, boolean, choice, either, fail, got, integer, keys, list_of, number,
                         optional, read_file, read_yaml, string)
@@ -68,14 +68,11 @@ def model_options(model: str):
             except ValueError as e: fail(f"{path}.{e.param}", str(e))
     return check
 
-def _loss_keys(cls) -> list[str]:
-    names = {n for c in cls.__mro__ if "__init__" in vars(c) for n, p in inspect.signature(c.__init__).parameters.items()
-             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}   # not `*args`, `**kwargs`
-    return sorted(names - {"self", "counts", "generator", "ignore_index", "validate", "reduction", "weight"})
+_SET_BY_PIPELINE = {"counts", "generator", "ignore_index", "validate", "reduction", "weight"}   # not a profile's loss parameters
 
 def loss_params(loss: str):
     "Check of the parameters of `loss`: its constructor's keyword arguments and the constructor's own checks."
-    known = keys({k: anything for k in _loss_keys(LOSSES[loss])})
+    known = keys({k: anything for k in loss_parameters(loss) if k not in _SET_BY_PIPELINE})
     def check(v, path):
         known(v, path)
         counts = {"counts": [1.0, 1.0]} if loss in COUNT_LOSSES else {}
@@ -282,7 +279,8 @@ def load_profile(name: str, # the profile's name: `<profiles_dir>/<name>.yaml`
     `data.enabled` is the profile's `datasets`."""
     path, base_path = Path(profiles_dir) / f"{name}.yaml", Path(profiles_dir) / "base.yaml"
     if name == "base" or not path.exists():
-        raise ParamsError(f"profile {name!r} not found at {path}; available: {', '.join(profile_names(profiles_dir)) or 'none'}")
+        names = profile_names(profiles_dir)
+        raise ParamsError(f"profile {name!r} not found at {path}; available: {', '.join(names) or 'none'}{did_you_mean(name, names)}")
     merged = {}
     for f in (base_path, path):
         if f == base_path and not f.exists(): continue
@@ -332,7 +330,7 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("use", help="expand profiles/<name>.yaml into params.yaml").add_argument("name", help="profile name (see `list`)")
     sub.add_parser("list", help="the profiles and their descriptions")
-    sub.add_parser("check", help="check a params file as every stage does").add_argument("file", nargs="?", default="params.yaml")
+    sub.add_parser("check", help="check a params file as every stage does").add_argument("file", nargs="?", default="params.yaml", help="the params file (default params.yaml)")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "use":
