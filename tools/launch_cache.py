@@ -89,12 +89,16 @@ def host_times(rounds: int = 15) -> dict:
 
 
 if __name__ == "__main__":          # on a GPU: the Triton tests with every loss-kernel launch going through CachedLaunch
-    import sys
+    import argparse, sys
     from pathlib import Path
-    if sys.argv[1:] == ["--host"]: host_times(); sys.exit(0)      # on the CPU: the host's share of each path
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  epilog="Other arguments go to pytest (tests/test_triton.py).")
+    cli.add_argument("--host", action="store_true", help="on the CPU: the host's share of each launch path")
+    args, rest = cli.parse_known_args()
+    if args.host: host_times(); sys.exit(0)
     import pytest
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
     from pat import triton_losses
     triton_losses._loss_kernel = CachedLaunch(triton_losses._loss_kernel)
-    sys.exit(pytest.main(["-q", "-rfE", "-x", "-p", "no:cacheprovider", str(root / "tests" / "test_triton.py"), *sys.argv[1:]]))
+    sys.exit(pytest.main(["-q", "-rfE", "-x", "-p", "no:cacheprovider", str(root / "tests" / "test_triton.py"), *rest]))

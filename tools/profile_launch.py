@@ -92,6 +92,11 @@ def bench_neighbours(repeats=30):
 
 
 if __name__ == "__main__":
+    import argparse
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("profile_launch.py times launches on a CUDA GPU and there is none here; "
+                 "on the CPU, python tools/host_overhead.py measures the host's share")
     main()
     launch_alone(torch.randn(1, 20, 8, 8, device="cuda"), torch.randint(0, 20, (1, 8, 8), device="cuda"), TL.LossSpec())
     single_calls()
