@@ -568,9 +568,10 @@ class PATLoss(SegLoss):
         if self.reduction != "mean" or self.weight is not None:   # per-pixel terms: the reference's autograd
             terms, norm = pat_pixel_terms(logits, target, *args)
             return self.reduce_pixels(terms, target, logits, norm if self.normalize == "mask" else None)
-        from pat.fused import pat_loss_fused  # imported here: pat.fused is exported after this notebook
+        from pat.fused import PATFusedFunction  # imported here: pat.fused is exported after this notebook
         fused = self.fused and not under_torch_func(logits, target)     # torch.func differentiates the reference itself
-        return (pat_loss_fused if fused else pat_loss_reference)(logits, target, *args)
+        if fused: return PATFusedFunction.apply(logits, target, *args)   # pat_loss_fused without its checks: done in __init__
+        return pat_loss_reference(logits, target, *args)
     def kernel_spec(self, logits, target):   # on CUDA the Triton kernels (nbs/11_triton) compute what pat_loss_fused does
         if not self.fused: return None
         return dict(term="pat", T=self.T, eps=self.eps, curve=self.curve, detach_weight=self.detach_weight, per_image=self.normalize == "mask")
@@ -645,11 +646,12 @@ def loss_parameters(name: str, # one of `LOSSES`' names
 
 def did_you_mean(name: str, # what was given
                  names, # the valid names
+                 prefix: str = "", # put before the suggestion (e.g. 'tu-' for timm's encoders)
                 ) -> str:
     "'; did you mean X?' for the name in `names` closest to `name` (case aside), or ''."
     lower = {str(n).lower(): n for n in names}
     near = difflib.get_close_matches(str(name).lower(), list(lower), n=1)
-    return f"; did you mean {lower[near[0]]!r}?" if near else ""
+    return f"; did you mean {prefix + lower[near[0]]!r}?" if near else ""
 
 def get_loss(name: str, # one of `LOSSES`' names
              **params, # the loss's parameters

@@ -8,12 +8,12 @@ __all__ = ['VGG16_STAGES', 'SMP_ARCHS', 'PAD_MODES', 'MODEL_NAMES', 'TRAIN_BATCH
            'smp_model', 'PadToMultiple', 'build_model']
 
 # %% ../nbs/01_models.ipynb #17eccedb
-import difflib, inspect, math, numbers
+import inspect, math, numbers
 from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .losses import param_docs, param_error   # param_docs: help(build_model) lists its parameters
+from .losses import did_you_mean, param_docs, param_error   # param_docs: help(build_model) lists its parameters
 
 # %% ../nbs/01_models.ipynb #b6daeaf5
 def _check_int(name, v, lo):
@@ -162,18 +162,17 @@ def check_encoder(encoder, # smp's encoder name, or 'tu-<timm model>'
     import segmentation_models_pytorch.encoders as smp_encoders
     bad = lambda param, message: param_error(ValueError, message, param)
     encoders = smp_encoders.encoders
-    close = lambda name, names, prefix="": "".join(f"; did you mean {prefix + c!r}?" for c in difflib.get_close_matches(name, names, 1))
     if isinstance(encoder, str) and encoder.startswith('tu-'):     # timm's encoders: timm knows the names
         import timm
         name = encoder[3:]
         if not (name.startswith(('hf-hub:', 'hf_hub:')) or timm.is_model(name)):
             raise bad("encoder", f"unknown `encoder` {encoder!r}: timm has no model {name!r} (all: timm.list_models())"
-                             + close(name, timm.list_models(), "tu-"))
+                             + did_you_mean(name, timm.list_models(), "tu-"))
         return
     if getattr(smp_encoders, 'is_equivalent_to_timm_universal', lambda n: False)(encoder): return   # smp maps it to 'tu-'
     if encoder not in encoders:
         raise bad("encoder", f"unknown `encoder` {encoder!r}; use an smp encoder name such as 'resnet18', 'resnet34', 'resnet50', "
-                         f"'resnet101' (all: segmentation_models_pytorch.encoders.get_encoder_names()){close(encoder, list(encoders))}")
+                         f"'resnet101' (all: segmentation_models_pytorch.encoders.get_encoder_names()){did_you_mean(encoder, list(encoders))}")
     valid = list(encoders[encoder]['pretrained_settings'])
     if encoder_weights is not None and encoder_weights not in valid:
         raise bad("encoder_weights", f"`encoder_weights` {encoder_weights!r} is not available for encoder {encoder!r}; "

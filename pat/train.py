@@ -186,13 +186,11 @@ class RunData:
 def open_data(name: str, # the dataset (a run's `dataset` setting)
               data_root="data/prepared", # the folder of the prepared datasets
               stats_root="data/stats", # the folder of their statistics (`<name>/stats.json`)
-              verify: bool = False, # recompute the arrays' checksums (`verify_prepared`): the run key takes them from meta.json
              ) -> RunData:
     """Dataset `name` opened for training: `dataset_root`'s clear error when it is not prepared, then its meta and
-    stats read once. `train_seeds` and `pack` verify the arrays, once per dataset: DVC checks them under `dvc repro`,
-    but `pack`, or a training notebook run by hand, would otherwise trust meta.json's checksums."""
+    stats read once. The run key takes the arrays' checksums from meta.json: `train_seeds` and `pack` verify them
+    (`verify_prepared`) before they train (DVC checks them under `dvc repro`, but not when those run by themselves)."""
     root = dataset_root(data_root, name)
-    if verify: verify_prepared(root)
     return RunData(root, load_meta(root), load_stats(Path(stats_root) / name / "stats.json"))
 
 # %% ../nbs/03_train.ipynb #ced35509
@@ -679,10 +677,11 @@ def train_seeds(cfg: Mapping, # the run's settings (checked here once)
     device = pick_device(cfg["device"])
     if workers is None: workers = len(seeds) if device.type == "cuda" else min(len(seeds), cpu_workers(cfg["threads"]))
     if workers < 1: raise ValueError(f"`workers` must be >= 1, got {workers}")
-    data = open_data(cfg["dataset"], data_root, stats_root, verify=True)
+    data = open_data(cfg["dataset"], data_root, stats_root)
     key = data.key(cfg)["key"]
     if work_root is None: dirs = {s: Path(out_dir) / f"seed{s}" for s in seeds}
     else: dirs = {s: seed_dir(work_root, key, s) for s in seeds}
+    if any(finished_metrics(d, key) is None for d in dirs.values()): verify_prepared(data.root)   # it will train: see open_data
     if workers == 1:
         results = {s: train_run(cfg, s, dirs[s], data_root, stats_root, progress=progress, data=data) for s in seeds}
     else:   # each worker process opens the dataset itself
@@ -731,7 +730,7 @@ def share_seeds(params: dict, # a resolved params file (`load_params`)
     `job` = (cfg, seed, work folder, data_root, stats_root), `key` its run key (for `steps_done`)."""
     seeds, data, seen = [], {}, set()                  # data: each dataset opened once
     for group, key, cfg in _share_configs(params, groups, shard):
-        if cfg["dataset"] not in data: data[cfg["dataset"]] = open_data(cfg["dataset"], data_root, stats_root, verify=True)
+        if cfg["dataset"] not in data: data[cfg["dataset"]] = open_data(cfg["dataset"], data_root, stats_root)
         rk = data[cfg["dataset"]].key(cfg)["key"]
         for seed in params[group][key]["seeds"]:
             work = seed_dir(work_root, rk, seed)
@@ -770,6 +769,7 @@ def pack(params_file="params.yaml", # the params file
     todo = unfinished(seeds)
     if not todo: return {"jobs": 0}
     jobs = [job for job, _ in todo]
+    for name in sorted({cfg["dataset"] for cfg, *_ in jobs}): verify_prepared(Path(data_root) / name)   # see open_data
     done = [steps_done(work, key, seed, cfg["iterations"]) for (cfg, seed, work, *_), key in todo]
     finished = sum(job[0]["iterations"] for job, _ in seeds) - sum(cfg["iterations"] for cfg, *_ in jobs)   # the finished seeds' steps
     device = pick_device(jobs[0][0]["device"])

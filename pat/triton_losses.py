@@ -383,10 +383,10 @@ def softmax_loss_triton(logits: torch.Tensor, # float scores [B,C,*]
 def pat_loss_triton(logits: torch.Tensor, target: torch.Tensor, T: float = 20.0, eps: float = 0.0,
                     normalize: str = "mask", curve: str = "eq4.44", detach_weight: bool = False, ignore_index: int = 255) -> torch.Tensor:
     "PAT (Eq. 4.43-4.44) with the kernels, in the logits' dtype: the value and gradient of `pat_loss_fused` (parameters as `pat_loss_reference`), which it falls back to where Triton cannot run."
-    check_pat_options(T, eps, normalize, curve, detach_weight)
     runnable = triton_available() and (logits.is_cuda or (_interpreting() and logits.device.type == "cpu"))
     if not runnable or logits.dim() < 2 or target.numel() == 0 or logits.shape[1] == 0:
         return pat_loss_fused(logits, target, T, eps, normalize, curve, detach_weight, ignore_index)
+    check_pat_options(T, eps, normalize, curve, detach_weight)             # (pat_loss_fused checks them itself)
     spec = LossSpec(term="pat", T=float(T), eps=float(eps), curve=curve, detach_weight=bool(detach_weight),
                     per_image=normalize == "mask", ignore_index=int(ignore_index))
     return softmax_loss_triton(logits, target, spec).to(logits.dtype)

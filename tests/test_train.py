@@ -413,7 +413,6 @@ def test_code_hash_is_of_the_code_this_process_imported(monkeypatch):
 def test_pack_and_train_seeds_refuse_arrays_changed_by_hand(data, tmp_path):
     "The run key takes the arrays' checksums from meta.json: pack and train_seeds check them first, naming the file."
     import shutil
-    from pat.pipeline import load_params
     from pat.prepared import DataError
     shutil.copytree(data, tmp_path / "data")
     images = tmp_path / "data" / "prepared" / "synthetic" / "train_images.npy"
@@ -421,7 +420,7 @@ def test_pack_and_train_seeds_refuse_arrays_changed_by_hand(data, tmp_path):
     kw = dict(data_root=tmp_path / "data" / "prepared", stats_root=tmp_path / "data" / "stats")
     says = f"{images}: checksum differs from meta.json"
     with pytest.raises(DataError, match=re.escape(says)):
-        T.share_seeds(load_params(params_file(tmp_path / "params.yaml", {"synthetic-segnet-ce": entry("ce")})), work_root=tmp_path / "work", **kw)
+        T.pack(params_file(tmp_path / "params.yaml", {"synthetic-segnet-ce": entry("ce")}), work_root=tmp_path / "work", progress=False, **kw)
     with pytest.raises(DataError, match=re.escape(says)):
         train_seeds(CFG, [0], tmp_path / "out", workers=1, progress=False, **kw)
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
