@@ -165,12 +165,15 @@ def check_encoder(encoder, # smp's encoder name, or 'tu-<timm model>'
     encoders = smp_encoders.encoders
     if not isinstance(encoder, str):
         raise bad("encoder", f"`encoder` must be a string: an smp encoder name such as 'resnet101', or 'tu-<timm model>'; got {encoder!r}")
-    if isinstance(encoder, str) and encoder.startswith('tu-'):     # timm's encoders: timm knows the names
+    if encoder.startswith('tu-'):     # timm's encoders: timm knows the names
         import timm
         name = encoder[3:]
         if not (name.startswith(('hf-hub:', 'hf_hub:')) or timm.is_model(name)):
             raise bad("encoder", f"unknown `encoder` {encoder!r}: timm has no model {name!r} (all: timm.list_models())"
                              + did_you_mean(name, timm.list_models(), "tu-"))
+        if encoder_weights not in (None, True, "imagenet"):   # smp downloads timm's weights for any other value too
+            raise bad("encoder_weights", f"`encoder_weights` {encoder_weights!r} is not available for timm encoder {encoder!r}; "
+                             "use None (random) or 'imagenet' (timm's default weights; another tag goes in the name: 'tu-<model>.<tag>')")
         return
     if getattr(smp_encoders, 'is_equivalent_to_timm_universal', lambda n: False)(encoder): return   # smp maps it to 'tu-'
     if encoder not in encoders:
