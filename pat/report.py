@@ -172,8 +172,9 @@ def fmt_ci(mean: float, # the mean over seeds
            n: int | None = None, # the number of seeds (2: the spread is shown instead)
            digits: int = 2, # decimals
           ) -> str:
-    """'12.34 ± 0.56' (or just the mean when there is no interval). Over `n` = 2 seeds a 95% t-interval is
-    9 standard deviations wide and says little, so the seeds' spread is shown instead: '12.34 (sd 0.56, 2 seeds)'."""
+    """'12.34 ± 0.56' (or just the mean when there is no interval). Over `n` = 2 seeds a 95% t-interval
+    reaches 9 standard deviations either side of the mean and says little, so the seeds' spread is shown
+    instead: '12.34 (sd 0.56, 2 seeds)'."""
     if math.isnan(mean): return "–"
     if n == 2 and not math.isnan(half): return f"{mean:.{digits}f} (sd {seed_sd(half, 2):.{digits}f}, 2 seeds)"
     return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
