@@ -426,6 +426,49 @@ def test_pack_and_train_seeds_refuse_arrays_changed_by_hand(data, tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
+def test_finished_seeds_are_copied_without_reading_the_arrays_and_pending_ones_verify_once(data, tmp_path, monkeypatch):
+    """`train_seeds` verifies the arrays only when a seed of it will train: a stage whose seeds are all finished (pack
+    trained them) copies them out without hashing the dataset again; one with a pending seed verifies it once."""
+    import shutil
+    from pat.prepared import DataError
+    shutil.copytree(data, tmp_path / "data")
+    kw = dict(data_root=tmp_path / "data" / "prepared", stats_root=tmp_path / "data" / "stats", workers=1, progress=False)
+    calls, real = [], T.verify_prepared
+    monkeypatch.setattr(T, "verify_prepared", lambda root: calls.append(Path(root)) or real(root))
+    first = train_seeds(CFG, [0], tmp_path / "out1", work_root=tmp_path / "work", **kw)
+    assert calls == [tmp_path / "data" / "prepared" / "synthetic"]
+    images = tmp_path / "data" / "prepared" / "synthetic" / "train_images.npy"
+    np.save(images, 255 - np.load(images))                  # changed by hand after seed 0 finished
+    again = train_seeds(CFG, [0], tmp_path / "out2", work_root=tmp_path / "work", **kw)
+    assert calls == [tmp_path / "data" / "prepared" / "synthetic"]                 # not verified again: nothing trains
+    assert again[0]["confusion_matrix"] == first[0]["confusion_matrix"]
+    assert json.loads((tmp_path / "out2" / "seed0" / "metrics.json").read_text())["run_key"] == first[0]["run_key"]
+    with pytest.raises(DataError, match="train_images.npy: checksum differs"):      # seed 1 would train on them
+        train_seeds(CFG, [0, 1], tmp_path / "out3", work_root=tmp_path / "work", **kw)
+    assert len(calls) == 2
+
+
+def test_pack_verifies_only_the_datasets_of_its_pending_seeds(tmp_path, monkeypatch):
+    "A dataset whose seeds are all finished is not hashed again by `pack`; each pending seed's dataset is, once, before training."
+    work = {name: tmp_path / "work" / name for name in ("a0", "a1", "b0", "c0")}
+    for name in ("a0", "a1", "c0"):                                          # dataset a's seeds and c's are finished
+        work[name].mkdir(parents=True); (work[name] / "metrics.json").write_text(json.dumps({"run_key": "k"}))
+    seeds = [(({"dataset": name[0], "iterations": 4}, int(name[1]), w, "prep", "stats"), "k") for name, w in work.items()]
+    seeds.append((({"dataset": "b", "iterations": 4}, 1, tmp_path / "work" / "b1", "prep", "stats"), "k"))  # two pending of b
+
+    class Stop(Exception): pass
+
+    def stop(*a, **k): raise Stop
+    calls = []
+    monkeypatch.setattr(T, "share_seeds", lambda *a, **k: seeds)
+    monkeypatch.setattr(T, "load_params", lambda *a, **k: {})
+    monkeypatch.setattr(T, "verify_prepared", lambda root: calls.append(Path(root)))
+    monkeypatch.setattr(T, "steps_done", stop)                               # after the checks: nothing trains here
+    with pytest.raises(Stop):
+        T.pack("params.yaml", data_root=tmp_path / "prep", progress=False)
+    assert calls == [tmp_path / "prep" / "b"]
+
+
 def test_unfinished_keeps_the_seeds_without_this_runs_metrics_and_opens_no_checkpoint(tmp_path, monkeypatch):
     "A seed is finished when its work folder holds metrics of its run key: another key's or a checkpoint leave it pending."
     folders = {name: tmp_path / name for name in ("done", "other_key", "checkpoint", "empty")}

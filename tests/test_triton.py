@@ -7,6 +7,7 @@ kernels with torch's code on the GPU at a realistic size and check that nothing 
 import itertools
 import math
 import os
+import re
 import sys
 
 import pytest
@@ -102,6 +103,31 @@ def test_a_label_outside_the_classes_makes_the_loss_nan():
         assert loss.isnan(), (label, spec)
         assert xg.grad.isnan().any(1).nonzero().tolist() == [[0, 2, 3]], (label, spec)
     assert torch.isfinite(softmax_loss_triton(x.to(DEV), y.to(DEV), specs[1]))      # in range: finite
+
+
+def test_an_image_whose_elements_lie_beyond_32_bit_offsets_is_refused_by_its_strides(monkeypatch):
+    """The kernels index within an image with 32-bit offsets: what is refused is an image whose elements lie 2**31 or
+    more apart (its strides), not only one of 2**31 elements; refused before any launch (meta tensors: no memory)."""
+    from pat.triton_losses import OFFSET_LIMIT, SoftmaxLossFunction
+    assert OFFSET_LIMIT == 2**31
+    y = torch.zeros((1, 4, 4), dtype=torch.long, device="meta")
+    strided = lambda stride: torch.empty(0, device="meta").as_strided((1, 2, 4, 4), stride)
+    says = lambda span: re.escape(f"logits (1, 2, 4, 4): one image spans {span} elements, beyond the kernels' 32-bit offsets (at most {2**31 - 1})")
+    # 32 elements, but class 1 starts 2**31 - 16 elements after class 0: its last pixel is at offset 2**31
+    with pytest.raises(ValueError, match=says(2**31)):
+        SoftmaxLossFunction.apply(strided((2**32, 2**31 - 16, 4, 1)), y, LossSpec())
+    # pixels 143165577 elements apart (channels-last-like): the last one at offset 15 * 143165577 + 1
+    with pytest.raises(ValueError, match=says(15 * 143165577 + 2)):
+        SoftmaxLossFunction.apply(strided((2**40, 1, 4 * 143165577, 143165577)), y, LossSpec())
+    # one element less is within the limit: not refused (it goes on to the launch geometry, stopped there: no data)
+    import pat.triton_losses as TL
+
+    class PastTheCheck(Exception): pass
+
+    def stop(*a, **k): raise PastTheCheck
+    monkeypatch.setattr(TL, "_geometry", stop)
+    with pytest.raises(PastTheCheck):
+        SoftmaxLossFunction.apply(strided((2**32, 2**31 - 17, 4, 1)), y, LossSpec())
 
 
 def test_huge_logits_finite():
